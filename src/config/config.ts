@@ -1,0 +1,275 @@
+import { ConfigError, SettingsReader, loadYamlFile, type Env, type SettingDoc } from './reader.js';
+import {
+  defaultOutboundMapping,
+  type IdentifierRule,
+  type IdentifierSource,
+  type IdentifierTarget,
+  type OutboundMappingConfig,
+} from '../outbound/mapping-config.js';
+
+export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface KafkaSettings {
+  brokers: string[];
+  clientId: string;
+  groupId: string;
+  ssl: boolean;
+  sslCaFile?: string;
+  sslRejectUnauthorized: boolean;
+  sasl?: { mechanism: SaslMechanism; username: string; password: string };
+  fetchMaxWaitMs: number;
+  sessionTimeoutMs: number;
+  /** commit cadence: Braze does not deduplicate, so committing often keeps replays after a crash small */
+  commitIntervalMs: number;
+}
+
+export interface Topics {
+  amplitudeEvents: string;
+  brazeCurrents: string;
+  deadLetter: string;
+  retry: string;
+  state: string;
+}
+
+export interface BrazeSettings {
+  restEndpoint: string;
+  apiKey: string;
+  maxPerArray: number;
+  /** cap across events + attributes + purchases; 0 means only the per-array cap applies */
+  maxTotal: number;
+  maxRequestBytes: number;
+  lingerMs: number;
+  rateLimitRequests: number;
+  rateLimitWindowMs: number;
+  concurrency: number;
+  requestTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  authRetryMs: number;
+  /** how many events may be buffered in the leg before consumption pauses */
+  maxInFlightEvents: number;
+}
+
+export interface AmplitudeSettings {
+  apiKey?: string;
+  secretKey?: string;
+  region: 'US' | 'EU';
+  httpApiUrl: string;
+  apiUrl: string;
+}
+
+export interface GatewayConfig {
+  kafka: KafkaSettings;
+  topics: Topics;
+  /** undefined when BRAZE_REST_ENDPOINT / BRAZE_API_KEY are absent: the outbound leg is off */
+  braze?: BrazeSettings;
+  outbound: OutboundMappingConfig;
+  amplitude: AmplitudeSettings;
+  currentsToken?: string;
+  http: { port: number; host: string };
+  logLevel: LogLevel;
+}
+
+const AMPLITUDE_HOSTS = {
+  US: { httpApi: 'https://api2.amplitude.com', api: 'https://amplitude.com' },
+  EU: { httpApi: 'https://api.eu.amplitude.com', api: 'https://analytics.eu.amplitude.com' },
+} as const;
+
+/** Reads and validates everything; throws ConfigError naming each bad setting. */
+export function loadConfig(env: Env = process.env, opts: { requireKafka?: boolean } = {}): GatewayConfig {
+  const yaml = env.GATEWAY_CONFIG ? loadYamlFile(env.GATEWAY_CONFIG) : {};
+  const r = new SettingsReader(env, yaml);
+  const cfg = readAll(r, opts.requireKafka ?? true);
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return cfg;
+}
+
+/** Every setting with its default and description, for `check-config --reference` and the README. */
+export function settingsReference(): SettingDoc[] {
+  const r = new SettingsReader({}, {});
+  readAll(r, false);
+  return r.docs;
+}
+
+function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
+  const kafka = readKafka(r, requireKafka);
+  const topics: Topics = {
+    amplitudeEvents: r.string('TOPIC_AMPLITUDE_EVENTS', { path: 'topics.amplitudeEvents', default: 'amplitude.events', doc: 'Amplitude events consumed by the outbound leg' }),
+    brazeCurrents: r.string('TOPIC_BRAZE_CURRENTS', { path: 'topics.brazeCurrents', default: 'braze.currents', doc: 'Currents events written by POST /currents, consumed by the inbound leg' }),
+    deadLetter: r.string('TOPIC_DEAD_LETTER', { path: 'topics.deadLetter', default: 'gateway.dead-letter', doc: 'every event not delivered, with reason headers' }),
+    retry: r.string('TOPIC_RETRY', { path: 'topics.retry', default: 'gateway.retry', doc: 'parked events with a not-before time' }),
+    state: r.string('TOPIC_STATE', { path: 'topics.state', default: 'gateway.state', doc: 'connector health (compacted)' }),
+  };
+  const braze = readBraze(r);
+  const outbound = readOutbound(r);
+  const amplitude = readAmplitude(r);
+  const currentsToken = r.string('CURRENTS_TOKEN', { path: 'currents.token', secret: true, doc: 'Bearer token Braze Currents must send to POST /currents; the inbound ingestion is off without it' });
+  const http = {
+    port: r.int('HTTP_PORT', { path: 'http.port', default: 8080, min: 0, max: 65535, doc: 'port of /currents, /metrics, /healthz, /readyz, /connectors' }),
+    host: r.string('HTTP_HOST', { path: 'http.host', default: '0.0.0.0', doc: 'address the HTTP server binds to' }),
+  };
+  const logLevel = r.oneOf('LOG_LEVEL', {
+    path: 'logLevel',
+    values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const,
+    default: 'info',
+    doc: 'pino log level',
+  });
+  return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currentsToken ? { currentsToken } : {}), http, logLevel };
+}
+
+function readKafka(r: SettingsReader, requireKafka: boolean): KafkaSettings {
+  const brokers = r.list('KAFKA_BROKERS', { path: 'kafka.brokers', default: [], doc: 'comma-separated host:port list (required for `run`)' });
+  if (requireKafka && brokers.length === 0) r.problem('KAFKA_BROKERS', 'is required (comma-separated host:port list)');
+  for (const b of brokers) if (!/^[^\s:]+:\d{1,5}$/.test(b)) r.problem('KAFKA_BROKERS', `"${b}" is not host:port`);
+  const mechanism = r.oneOf('KAFKA_SASL_MECHANISM', {
+    path: 'kafka.sasl.mechanism',
+    values: ['plain', 'scram-sha-256', 'scram-sha-512'] as const,
+    caseInsensitive: true,
+    doc: 'SASL mechanism; unset means no SASL',
+  });
+  const username = r.string('KAFKA_SASL_USERNAME', { path: 'kafka.sasl.username', doc: 'SASL user name' });
+  const password = r.string('KAFKA_SASL_PASSWORD', { path: 'kafka.sasl.password', secret: true, doc: 'SASL password' });
+  if (mechanism && (!username || !password)) r.problem('KAFKA_SASL_MECHANISM', 'needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD');
+  const sslCaFile = r.string('KAFKA_SSL_CA_FILE', { path: 'kafka.ssl.caFile', doc: 'PEM file of the CA that signed the brokers\' certificates (default: the system CAs)' });
+  return {
+    brokers,
+    clientId: r.string('KAFKA_CLIENT_ID', { path: 'kafka.clientId', default: 'amplitude-braze-gateway', doc: 'Kafka client id' }),
+    groupId: r.string('KAFKA_GROUP_ID', { path: 'kafka.groupId', default: 'amplitude-braze-gateway', doc: 'consumer group prefix; each leg appends its own suffix' }),
+    ssl: r.bool('KAFKA_SSL', { path: 'kafka.ssl.enabled', default: false, doc: 'connect with TLS' }),
+    ...(sslCaFile ? { sslCaFile } : {}),
+    sslRejectUnauthorized: r.bool('KAFKA_SSL_REJECT_UNAUTHORIZED', { path: 'kafka.ssl.rejectUnauthorized', default: true, doc: 'verify the brokers\' certificates' }),
+    ...(mechanism && username && password ? { sasl: { mechanism: mechanism.toLowerCase() as SaslMechanism, username, password } } : {}),
+    fetchMaxWaitMs: r.int('KAFKA_FETCH_MAX_WAIT_MS', { path: 'kafka.fetchMaxWaitMs', default: 500, min: 1, max: 30_000, doc: 'longest a fetch waits for data (keep small against the test broker)' }),
+    sessionTimeoutMs: r.int('KAFKA_SESSION_TIMEOUT_MS', { path: 'kafka.sessionTimeoutMs', default: 30_000, min: 6_000, doc: 'consumer group session timeout' }),
+    commitIntervalMs: r.int('KAFKA_COMMIT_INTERVAL_MS', { path: 'kafka.commitIntervalMs', default: 1_000, min: 50, doc: 'how often delivered offsets are committed' }),
+  };
+}
+
+function readBraze(r: SettingsReader): BrazeSettings | undefined {
+  const restEndpoint = r.url('BRAZE_REST_ENDPOINT', { path: 'braze.restEndpoint', doc: 'the workspace instance\'s REST endpoint, e.g. https://rest.iad-01.braze.com; the outbound leg is off without it' });
+  const apiKey = r.string('BRAZE_API_KEY', { path: 'braze.apiKey', secret: true, doc: 'REST API key with the users.track permission' });
+  const settings: Omit<BrazeSettings, 'restEndpoint' | 'apiKey'> = {
+    maxPerArray: r.int('BRAZE_MAX_PER_ARRAY', { path: 'braze.maxPerArray', default: 75, min: 1, max: 75, doc: 'events, attributes and purchases per request, each' }),
+    maxTotal: r.int('BRAZE_MAX_OBJECTS_PER_REQUEST', { path: 'braze.maxObjectsPerRequest', default: 0, min: 0, max: 225, doc: 'cap across the three arrays (0: per-array cap only); set 75 or 50 where the contract counts objects in total' }),
+    maxRequestBytes: r.int('BRAZE_MAX_REQUEST_BYTES', { path: 'braze.maxRequestBytes', default: 3_900_000, min: 10_000, max: 4_000_000, doc: 'request body size cap (Braze rejects over 4 MB)' }),
+    lingerMs: r.int('BRAZE_LINGER_MS', { path: 'braze.lingerMs', default: 50, min: 0, max: 10_000, doc: 'how long a partly filled request waits for more events' }),
+    rateLimitRequests: r.int('BRAZE_RATE_LIMIT_REQUESTS', { path: 'braze.rateLimit.requests', default: 3_000, min: 1, doc: 'requests allowed per window, destination-wide' }),
+    rateLimitWindowMs: r.int('BRAZE_RATE_LIMIT_WINDOW_MS', { path: 'braze.rateLimit.windowMs', default: 3_000, min: 100, doc: 'the rate-limit window' }),
+    concurrency: r.int('BRAZE_CONCURRENCY', { path: 'braze.concurrency', default: 16, min: 1, max: 1_000, doc: 'requests in flight at once' }),
+    requestTimeoutMs: r.int('BRAZE_REQUEST_TIMEOUT_MS', { path: 'braze.requestTimeoutMs', default: 30_000, min: 100, doc: 'per-request timeout' }),
+    retryBaseMs: r.int('BRAZE_RETRY_BASE_MS', { path: 'braze.retry.baseMs', default: 500, min: 1, doc: 'first back-off after a 5xx, timeout or network error' }),
+    retryMaxMs: r.int('BRAZE_RETRY_MAX_MS', { path: 'braze.retry.maxMs', default: 60_000, min: 1, doc: 'back-off cap' }),
+    authRetryMs: r.int('BRAZE_AUTH_RETRY_MS', { path: 'braze.retry.authMs', default: 60_000, min: 10, doc: 'how often a refused key (401/403) is tried again' }),
+    maxInFlightEvents: r.int('BRAZE_MAX_IN_FLIGHT_EVENTS', { path: 'braze.maxInFlightEvents', default: 20_000, min: 100, doc: 'events buffered before consumption pauses' }),
+  };
+  if (!restEndpoint && !apiKey) return undefined;
+  if (!restEndpoint) r.problem('BRAZE_REST_ENDPOINT', 'is required when BRAZE_API_KEY is set');
+  if (!apiKey) r.problem('BRAZE_API_KEY', 'is required when BRAZE_REST_ENDPOINT is set');
+  if (!restEndpoint || !apiKey) return undefined;
+  if (/^["'].*["']$/.test(apiKey)) r.problem('BRAZE_API_KEY', 'is quoted; Braze answers a quoted key with 401');
+  return { restEndpoint, apiKey, ...settings };
+}
+
+function readOutbound(r: SettingsReader): OutboundMappingConfig {
+  const d = defaultOutboundMapping;
+  const identifiers = readIdentifiers(r);
+  const appId = r.string('BRAZE_APP_ID', { path: 'braze.appId', doc: 'Braze app identifier attached to events and purchases' });
+  const updateExistingOnly = r.bool('BRAZE_UPDATE_EXISTING_ONLY', { path: 'braze.updateExistingOnly', doc: 'sent as _update_existing_only on every object; unset leaves Braze\'s default' });
+  return {
+    identifiers,
+    ...(appId ? { appId } : {}),
+    ...(updateExistingOnly !== undefined ? { updateExistingOnly } : {}),
+    filter: {
+      allow: r.list('OUTBOUND_EVENTS_ALLOW', { path: 'outbound.filter.allow', default: d.filter.allow, doc: 'event types to send (`*` and `?` wildcards); empty sends all' }),
+      deny: r.list('OUTBOUND_EVENTS_DENY', { path: 'outbound.filter.deny', default: d.filter.deny, doc: 'event types never sent; wins over allow' }),
+    },
+    loopPrevention: {
+      enabled: r.bool('OUTBOUND_LOOP_PREVENTION', { path: 'outbound.loopPrevention.enabled', default: d.loopPrevention.enabled, doc: 'do not send Braze-originated events back to Braze' }),
+      libraries: r.list('OUTBOUND_LOOP_LIBRARIES', { path: 'outbound.loopPrevention.libraries', default: d.loopPrevention.libraries, doc: '`library` values that mark an event as Braze-originated' }),
+      eventTypePrefixes: r.list('OUTBOUND_LOOP_EVENT_PREFIXES', { path: 'outbound.loopPrevention.eventTypePrefixes', default: d.loopPrevention.eventTypePrefixes, doc: 'event-type prefixes that mark an event as Braze-originated' }),
+    },
+    sendUserProperties: r.bool('OUTBOUND_SEND_USER_PROPERTIES', { path: 'outbound.sendUserProperties', default: d.sendUserProperties, doc: 'send user properties as Braze custom attributes' }),
+    revenueAs: r.oneOf('OUTBOUND_REVENUE_AS', { path: 'outbound.revenueAs', values: ['purchase', 'event'] as const, default: d.revenueAs, doc: 'revenue events become Braze purchases, or stay plain custom events' }),
+    defaultCurrency: r.string('OUTBOUND_DEFAULT_CURRENCY', { path: 'outbound.defaultCurrency', default: d.defaultCurrency, doc: 'currency of revenue events that name none' }),
+  };
+}
+
+const SOURCES = ['user_id', 'device_id'] as const;
+const TARGETS = ['external_id', 'user_alias', 'braze_id', 'email'] as const;
+
+/**
+ * The identifier mapping, from OUTBOUND_IDENTIFIERS (`user_id=external_id,device_id=user_alias:amplitude_device_id,
+ * property:crm_id=braze_id`) or the YAML list `outbound.identifiers` of `{from, to, alias_label}`.
+ */
+function readIdentifiers(r: SettingsReader): IdentifierRule[] {
+  const def = 'user_id=external_id,device_id=user_alias:amplitude_device_id';
+  const envForm = r.string('OUTBOUND_IDENTIFIERS', {
+    path: 'outbound.identifiersInline',
+    default: def,
+    doc: 'priority-ordered identifier mapping, up to three `source=target` entries; source `user_id`, `device_id` or `property:NAME`; target `external_id`, `user_alias:LABEL`, `braze_id` or `email`',
+  });
+  const yamlList = r.yamlAt('outbound.identifiers');
+  const entries: Array<{ from: unknown; to: unknown; label: unknown; where: string }> = [];
+  if (Array.isArray(yamlList) && envForm === def) {
+    yamlList.forEach((e: unknown, i) => {
+      const o = (e ?? {}) as Record<string, unknown>;
+      entries.push({ from: o.from, to: o.to, label: o.alias_label ?? o.aliasLabel, where: `outbound.identifiers[${i}] (GATEWAY_CONFIG)` });
+    });
+  } else {
+    for (const part of envForm.split(',').map((s) => s.trim()).filter(Boolean)) {
+      const [from, to] = part.split('=');
+      const [target, label] = (to ?? '').split(':');
+      entries.push({ from, to: target, label, where: `OUTBOUND_IDENTIFIERS entry "${part}"` });
+    }
+  }
+  if (entries.length === 0 || entries.length > 3) {
+    r.problem('OUTBOUND_IDENTIFIERS', `needs one to three entries, got ${entries.length}`);
+    return defaultOutboundMapping.identifiers;
+  }
+  const rules: IdentifierRule[] = [];
+  for (const e of entries) {
+    const from = typeof e.from === 'string' ? e.from.trim() : '';
+    let source: IdentifierSource | undefined;
+    if ((SOURCES as readonly string[]).includes(from)) source = { kind: from as (typeof SOURCES)[number] };
+    else if (from.startsWith('property:') && from.length > 'property:'.length) source = { kind: 'user_property', name: from.slice('property:'.length) };
+    if (!source) {
+      r.problem(e.where, `source must be user_id, device_id or property:NAME, got ${JSON.stringify(e.from)}`);
+      continue;
+    }
+    const to = typeof e.to === 'string' ? e.to.trim() : '';
+    if (!(TARGETS as readonly string[]).includes(to)) {
+      r.problem(e.where, `target must be one of ${TARGETS.join(', ')}, got ${JSON.stringify(e.to)}`);
+      continue;
+    }
+    let target: IdentifierTarget;
+    if (to === 'user_alias') {
+      const label = typeof e.label === 'string' ? e.label.trim() : '';
+      if (!label) {
+        r.problem(e.where, 'user_alias needs an alias label (user_alias:LABEL, or alias_label in YAML)');
+        continue;
+      }
+      target = { kind: 'user_alias', aliasLabel: label };
+    } else {
+      target = { kind: to as 'external_id' | 'braze_id' | 'email' };
+    }
+    rules.push({ source, target });
+  }
+  return rules.length > 0 ? rules : defaultOutboundMapping.identifiers;
+}
+
+function readAmplitude(r: SettingsReader): AmplitudeSettings {
+  const region = r.oneOf('AMPLITUDE_REGION', { path: 'amplitude.region', values: ['US', 'EU'] as const, default: 'US', caseInsensitive: true, doc: 'selects the US or EU endpoints' });
+  const hosts = AMPLITUDE_HOSTS[region.toUpperCase() as 'US' | 'EU'];
+  const apiKey = r.string('AMPLITUDE_API_KEY', { path: 'amplitude.apiKey', secret: true, doc: 'project API key; the inbound delivery to Amplitude is off without it' });
+  const secretKey = r.string('AMPLITUDE_SECRET_KEY', { path: 'amplitude.secretKey', secret: true, doc: 'project secret key (cohort API only)' });
+  return {
+    ...(apiKey ? { apiKey } : {}),
+    ...(secretKey ? { secretKey } : {}),
+    region: region.toUpperCase() as 'US' | 'EU',
+    httpApiUrl: r.url('AMPLITUDE_HTTP_API_URL', { path: 'amplitude.httpApiUrl', doc: 'override of the ingest host (default by region: https://api2.amplitude.com or https://api.eu.amplitude.com)' }) ?? hosts.httpApi,
+    apiUrl: r.url('AMPLITUDE_API_URL', { path: 'amplitude.apiUrl', doc: 'override of the REST host (default by region)' }) ?? hosts.api,
+  };
+}
+
+export { ConfigError };

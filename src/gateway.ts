@@ -1,0 +1,148 @@
+import type { FastifyInstance } from 'fastify';
+import type { Producer } from 'kafkajs';
+import { systemClock, type Clock } from './clock.js';
+import type { GatewayConfig } from './config/config.js';
+import { createKafka } from './kafka/client.js';
+import { ConsumerLoop } from './kafka/consumer-loop.js';
+import { DeadLetterWriter } from './kafka/dead-letter.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
+import { HealthRegistry } from './health/connector-health.js';
+import { BrazeLeg } from './outbound/braze-leg.js';
+import { createOutboundMapper } from './outbound/map-to-braze.js';
+import { buildServer, type ReadinessCheck } from './server.js';
+
+export interface GatewayOptions {
+  config: GatewayConfig;
+  logger?: Logger;
+  clock?: Clock;
+  /** listen on the configured port (false for tests that only need the pipeline) */
+  listen?: boolean;
+}
+
+/**
+ * The composition root: builds the legs the configuration turns on, wires them to Kafka and
+ * the HTTP server, and takes them down in order on stop.
+ */
+export class Gateway {
+  readonly metrics = new Metrics();
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly health: HealthRegistry;
+  private producer: Producer | undefined;
+  private deadLetters: DeadLetterWriter | undefined;
+  private readonly loops: ConsumerLoop[] = [];
+  private brazeLeg: BrazeLeg | undefined;
+  private server: FastifyInstance | undefined;
+  private producerConnected = false;
+  private stopped = false;
+
+  constructor(private readonly o: GatewayOptions) {
+    this.logger = o.logger ?? createLogger(o.config.logLevel);
+    this.clock = o.clock ?? systemClock;
+    this.health = new HealthRegistry(this.clock);
+  }
+
+  get config(): GatewayConfig {
+    return this.o.config;
+  }
+
+  get address(): string | undefined {
+    const a = this.server?.server.address();
+    return a && typeof a === 'object' ? `http://127.0.0.1:${a.port}` : undefined;
+  }
+
+  get outboundPending(): number {
+    return this.brazeLeg?.pending ?? 0;
+  }
+
+  async start(): Promise<void> {
+    const { config, logger } = this;
+    const kafka = createKafka(config.kafka, logger);
+    this.producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: false, maxInFlightRequests: 5 });
+    this.producer.on(this.producer.events.CONNECT, () => (this.producerConnected = true));
+    this.producer.on(this.producer.events.DISCONNECT, () => (this.producerConnected = false));
+    await this.producer.connect();
+    this.deadLetters = new DeadLetterWriter(this.producer, config.topics.deadLetter, logger, this.metrics);
+
+    const readiness: ReadinessCheck[] = [{ name: 'kafka_producer', ready: () => this.producerConnected }];
+
+    if (config.braze) {
+      const health = this.health.connector('braze', 'braze');
+      let loop: ConsumerLoop | undefined;
+      this.brazeLeg = new BrazeLeg({
+        settings: config.braze,
+        mapper: createOutboundMapper(config.outbound),
+        deadLetters: this.deadLetters,
+        health,
+        logger: logger.child({ leg: 'outbound' }),
+        metrics: this.metrics,
+        clock: this.clock,
+        onStopped: (stopped) => (stopped ? loop?.pause() : loop?.resume()),
+      });
+      loop = new ConsumerLoop({
+        kafka,
+        groupId: `${config.kafka.groupId}.outbound`,
+        topics: [config.topics.amplitudeEvents],
+        leg: 'outbound',
+        sink: this.brazeLeg,
+        logger: logger.child({ leg: 'outbound' }),
+        metrics: this.metrics,
+        fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
+        sessionTimeoutMs: config.kafka.sessionTimeoutMs,
+        commitIntervalMs: config.kafka.commitIntervalMs,
+      });
+      this.loops.push(loop);
+      const l = loop;
+      readiness.push({ name: 'outbound_consumer', ready: () => l.ready });
+      logger.info({ topic: config.topics.amplitudeEvents, endpoint: config.braze.restEndpoint }, 'outbound leg (Amplitude events -> Braze) on');
+    } else {
+      logger.info('outbound leg off: BRAZE_REST_ENDPOINT and BRAZE_API_KEY are not set');
+    }
+
+    this.server = await buildServer({ logger, metrics: this.metrics, health: this.health, readiness });
+    this.registerGauges();
+    if (this.o.listen ?? true) {
+      await this.server.listen({ port: config.http.port, host: config.http.host });
+      logger.info({ url: this.address }, 'HTTP server listening (/metrics, /healthz, /readyz, /connectors)');
+    } else {
+      await this.server.ready();
+    }
+    for (const loop of this.loops) await loop.start();
+  }
+
+  /** Gauges computed at scrape time, so they are never stale. */
+  private registerGauges(): void {
+    const m = this.metrics;
+    m.onCollect(() => {
+      m.inFlight.set({ leg: 'outbound' }, this.brazeLeg?.pending ?? 0);
+      for (const s of this.health.snapshots()) if (s.lastSuccessMs !== undefined) m.lastSuccess.set({ connector: s.name }, s.lastSuccessMs / 1000);
+    });
+  }
+
+  get ready(): boolean {
+    return this.producerConnected && this.loops.every((l) => l.ready);
+  }
+
+  /** Drain in-flight work, commit it, and leave: what SIGTERM does. */
+  async stop(drainTimeoutMs = 30_000): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.logger.info('stopping: draining in-flight events');
+    await Promise.all(this.loops.map((l) => l.stop(drainTimeoutMs)));
+    await this.brazeLeg?.close();
+    this.deadLetters?.close();
+    await this.producer?.disconnect().catch(() => undefined);
+    await this.server?.close();
+    this.logger.info('stopped');
+  }
+
+  /** Hard stop without draining, for tests that simulate a crash within one process. */
+  async kill(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.loops.map((l) => l.stop(0).catch(() => undefined)));
+    await this.brazeLeg?.close();
+    await this.producer?.disconnect().catch(() => undefined);
+    await this.server?.close();
+  }
+}

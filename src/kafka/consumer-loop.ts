@@ -1,0 +1,191 @@
+import type { Consumer, EachBatchPayload, IHeaders, Kafka } from 'kafkajs';
+import type { Logger } from '../observability/logger.js';
+import type { Leg, Metrics } from '../observability/metrics.js';
+import { OffsetTracker, type TrackedOffset } from './offset-tracker.js';
+
+export interface ConsumedMessage {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: IHeaders;
+  timestampMs: number;
+  /** call done() once the message is delivered, dead-lettered or deliberately skipped */
+  handle: TrackedOffset;
+}
+
+/** The leg behind a consumer: takes messages synchronously and finishes them in its own time. */
+export interface MessageSink {
+  accept(msg: ConsumedMessage): void;
+  /** false while the sink holds as much as it should (backpressure: the consumer stops fetching) */
+  hasCapacity(): boolean;
+  /** resolves when everything accepted has been finished, or the timeout passed */
+  drain(timeoutMs: number): Promise<boolean>;
+}
+
+export interface ConsumerLoopOptions {
+  kafka: Kafka;
+  groupId: string;
+  topics: string[];
+  leg: Leg;
+  sink: MessageSink;
+  logger: Logger;
+  metrics: Metrics;
+  fetchMaxWaitMs: number;
+  sessionTimeoutMs: number;
+  commitIntervalMs: number;
+  fromBeginning?: boolean;
+}
+
+/**
+ * A consumer group member that never commits past unfinished work: kafkajs moves the fetch
+ * position as messages are handed to the sink (resolveOffset), while commits come only from the
+ * OffsetTracker, which knows what the sink has finished.
+ */
+export class ConsumerLoop {
+  private readonly consumer: Consumer;
+  private readonly tracker = new OffsetTracker();
+  private commitTimer: NodeJS.Timeout | undefined;
+  private joined = false;
+  private crashed = false;
+  private stopping = false;
+  private committing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly o: ConsumerLoopOptions) {
+    this.consumer = o.kafka.consumer({
+      groupId: o.groupId,
+      maxWaitTimeInMs: o.fetchMaxWaitMs,
+      sessionTimeout: o.sessionTimeoutMs,
+      heartbeatInterval: Math.min(3_000, Math.floor(o.sessionTimeoutMs / 5)),
+      allowAutoTopicCreation: true,
+      maxBytesPerPartition: 4 * 1024 * 1024,
+    });
+    const ev = this.consumer.events;
+    this.consumer.on(ev.GROUP_JOIN, ({ payload }) => {
+      this.joined = true;
+      this.crashed = false;
+      const assigned = new Set<string>();
+      for (const [topic, parts] of Object.entries(payload.memberAssignment)) for (const p of parts) assigned.add(`${topic}:${p}`);
+      this.o.logger.info({ leg: o.leg, assignment: payload.memberAssignment }, 'joined consumer group');
+      this.reconcileAssignment(assigned);
+    });
+    this.consumer.on(ev.CRASH, ({ payload }) => {
+      this.crashed = !payload.restart;
+      this.joined = false;
+      this.o.logger.error({ leg: o.leg, err: payload.error.message, restart: payload.restart }, 'consumer crashed');
+    });
+    this.consumer.on(ev.DISCONNECT, () => {
+      this.joined = false;
+    });
+  }
+
+  private ownedPartitions = new Set<string>();
+
+  private reconcileAssignment(assigned: Set<string>): void {
+    for (const key of this.ownedPartitions) {
+      if (!assigned.has(key)) {
+        const i = key.lastIndexOf(':');
+        this.tracker.forget(key.slice(0, i), Number(key.slice(i + 1)));
+      }
+    }
+    this.ownedPartitions = assigned;
+  }
+
+  async start(): Promise<void> {
+    await this.consumer.connect();
+    for (const topic of this.o.topics) await this.consumer.subscribe({ topic, fromBeginning: this.o.fromBeginning ?? true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (payload) => this.eachBatch(payload),
+    });
+    this.commitTimer = setInterval(() => void this.commit(), this.o.commitIntervalMs);
+  }
+
+  private async eachBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const { topic, partition } = batch;
+    const { sink, metrics, leg } = this.o;
+    let n = 0;
+    for (const m of batch.messages) {
+      if (!isRunning() || isStale() || this.stopping) break;
+      const handle = this.tracker.track(topic, partition, m.offset);
+      sink.accept({
+        topic,
+        partition,
+        offset: m.offset,
+        key: m.key,
+        value: m.value,
+        headers: m.headers ?? {},
+        timestampMs: Number(m.timestamp),
+        handle,
+      });
+      resolveOffset(m.offset);
+      if (++n % 256 === 0) {
+        metrics.consumed.inc({ leg }, 256);
+        await this.awaitCapacity(heartbeat, isRunning);
+      }
+    }
+    metrics.consumed.inc({ leg }, n % 256);
+    await this.awaitCapacity(heartbeat, isRunning);
+  }
+
+  /**
+   * Waits while the sink is full, heartbeating so the group does not evict this member: a
+   * destination that is down for hours must pause the partition, not trigger rebalances.
+   */
+  private async awaitCapacity(heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<void> {
+    await heartbeat();
+    while (!this.o.sink.hasCapacity() && isRunning() && !this.stopping) {
+      await new Promise((r) => setTimeout(r, 50));
+      await heartbeat().catch(() => undefined);
+    }
+  }
+
+  /** Commits what is finished; safe to call at any time, calls are serialised. */
+  commit(): Promise<void> {
+    this.committing = this.committing.then(async () => {
+      const points = this.tracker.commitPoints();
+      if (points.length === 0) return;
+      try {
+        await this.consumer.commitOffsets(points);
+        this.tracker.markCommitted(points);
+        this.o.metrics.commits.inc({ leg: this.o.leg });
+      } catch (err) {
+        // A rebalance in progress refuses commits; the next tick tries again with fresher points.
+        this.o.logger.debug({ leg: this.o.leg, err: (err as Error).message }, 'offset commit failed; will retry');
+      }
+    });
+    return this.committing;
+  }
+
+  get pending(): number {
+    return this.tracker.pending;
+  }
+
+  /** Kafka connected and this member in its group. */
+  get ready(): boolean {
+    return this.joined && !this.crashed && !this.stopping;
+  }
+
+  pause(): void {
+    this.consumer.pause(this.o.topics.map((topic) => ({ topic })));
+  }
+
+  resume(): void {
+    this.consumer.resume(this.o.topics.map((topic) => ({ topic })));
+  }
+
+  /** Stop fetching, let the sink finish what it holds, commit it, leave the group. */
+  async stop(drainTimeoutMs: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.pause();
+    const drained = await this.o.sink.drain(drainTimeoutMs);
+    if (!drained) this.o.logger.warn({ leg: this.o.leg, pending: this.tracker.pending }, 'drain timed out; unfinished events will be read again after restart');
+    if (this.commitTimer) clearInterval(this.commitTimer);
+    await this.commit();
+    await this.consumer.disconnect();
+  }
+}

@@ -1,0 +1,43 @@
+import { pino, type Logger, type DestinationStream } from 'pino';
+
+export type { Logger };
+
+/**
+ * Paths pino blanks before a line is written. Keys and tokens can reach a log line through a
+ * config dump, an HTTP request's headers, or an error that carries its request options, so all
+ * of those shapes are covered, not only the config object.
+ */
+export const REDACT_PATHS = [
+  '*.apiKey',
+  '*.api_key',
+  '*.secretKey',
+  '*.password',
+  '*.token',
+  '*.currentsToken',
+  '*.authorization',
+  '*.Authorization',
+  'config.braze.apiKey',
+  'config.amplitude.apiKey',
+  'config.amplitude.secretKey',
+  'config.kafka.sasl.password',
+  'config.currentsToken',
+  'req.headers.authorization',
+  'headers.authorization',
+  'headers.Authorization',
+  'braze.apiKey',
+  'amplitude.apiKey',
+  'amplitude.secretKey',
+  'kafka.sasl.password',
+];
+
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'amplitude-braze-gateway' },
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    destination,
+  );
+}

@@ -1,0 +1,65 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type Leg = 'outbound' | 'inbound' | 'cohorts';
+
+/**
+ * All metrics live on one registry per gateway instance (not prom-client's global one), so tests
+ * can run several gateways in one process and read each one's figures. Label values are always
+ * from closed sets (legs, reasons, status codes): never keys, ids or URLs.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly consumed = new Counter({ name: 'gateway_events_consumed_total', help: 'events read from Kafka', labelNames: ['leg'] as const, registers: [this.registry] });
+  readonly delivered = new Counter({ name: 'gateway_events_delivered_total', help: 'events accepted by the destination', labelNames: ['leg'] as const, registers: [this.registry] });
+  readonly skipped = new Counter({ name: 'gateway_events_skipped_total', help: 'events deliberately not sent (filters, loop prevention)', labelNames: ['leg', 'reason'] as const, registers: [this.registry] });
+  readonly deadLettered = new Counter({ name: 'gateway_events_dead_lettered_total', help: 'events written to the dead-letter topic', labelNames: ['leg', 'reason'] as const, registers: [this.registry] });
+  readonly adjustments = new Counter({ name: 'gateway_mapping_adjustments_total', help: 'values cut or dropped to meet the destination\'s constraints', labelNames: ['leg', 'kind', 'rule'] as const, registers: [this.registry] });
+  readonly requests = new Counter({ name: 'gateway_destination_requests_total', help: 'HTTP requests to a destination, by status (0: network error or timeout)', labelNames: ['destination', 'status'] as const, registers: [this.registry] });
+  readonly requestDuration = new Histogram({
+    name: 'gateway_destination_request_duration_seconds',
+    help: 'destination request latency',
+    labelNames: ['destination'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly batchSize = new Histogram({
+    name: 'gateway_batch_size',
+    help: 'objects per destination request',
+    labelNames: ['destination'] as const,
+    buckets: [1, 5, 10, 25, 50, 75, 100, 150, 225, 500, 1000, 2000],
+    registers: [this.registry],
+  });
+  readonly retries = new Counter({ name: 'gateway_destination_retries_total', help: 'requests retried, by failure class', labelNames: ['destination', 'class'] as const, registers: [this.registry] });
+  readonly backoffSeconds = new Gauge({ name: 'gateway_destination_backoff_seconds', help: 'current destination-wide back-off', labelNames: ['destination'] as const, registers: [this.registry] });
+  private readonly collectors: Array<() => void> = [];
+  /** gauges below are refreshed from live state at scrape time, so they are never stale */
+  private readonly refresh = (): void => {
+    for (const c of this.collectors) c();
+  };
+  readonly inFlight = new Gauge({ name: 'gateway_in_flight_events', help: 'events read but not yet delivered or dead-lettered', labelNames: ['leg'] as const, registers: [this.registry], collect: this.refresh });
+  readonly lastSuccess = new Gauge({ name: 'gateway_connector_last_success_timestamp_seconds', help: 'time of the connector\'s last successful delivery', labelNames: ['connector'] as const, registers: [this.registry], collect: this.refresh });
+  readonly commits = new Counter({ name: 'gateway_offset_commits_total', help: 'offset commits', labelNames: ['leg'] as const, registers: [this.registry] });
+
+  /** registers a function that sets gauges from live state before each scrape */
+  onCollect(fn: () => void): void {
+    this.collectors.push(fn);
+  }
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'gateway_process_' });
+  }
+
+  /** current value of a counter or gauge (summed over label sets matching `labels`), for tests and the demo summary */
+  async value(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const metric = this.registry.getSingleMetric(name);
+    if (!metric) return 0;
+    const data = await metric.get();
+    let sum = 0;
+    for (const v of data.values) {
+      const l = v.labels as Record<string, string | number>;
+      if (Object.entries(labels).every(([k, want]) => String(l[k]) === want)) sum += v.value;
+    }
+    return sum;
+  }
+}

@@ -1,0 +1,63 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from './observability/logger.js';
+import type { Metrics } from './observability/metrics.js';
+import type { HealthRegistry } from './health/connector-health.js';
+
+export interface ReadinessCheck {
+  name: string;
+  ready: () => boolean;
+}
+
+export interface ServerDeps {
+  logger: Logger;
+  metrics: Metrics;
+  health: HealthRegistry;
+  readiness: ReadinessCheck[];
+  /** extra routes (the Currents ingestion) registered by the legs that own them */
+  plugins?: Array<(app: FastifyInstance) => Promise<void> | void>;
+  bodyLimitBytes?: number;
+}
+
+/** The operator's HTTP surface: metrics, liveness, readiness, connector health, and the legs' routes. */
+export async function buildServer(d: ServerDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: d.logger.child({ component: 'http' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: d.bodyLimitBytes ?? 1024 * 1024,
+  });
+
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', d.metrics.registry.contentType);
+    return d.metrics.registry.metrics();
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_req, reply) => {
+    const checks = Object.fromEntries(d.readiness.map((c) => [c.name, c.ready()]));
+    const ready = d.readiness.every((c) => c.ready());
+    reply.code(ready ? 200 : 503);
+    return { ready, checks };
+  });
+
+  app.get('/connectors', async () => {
+    const now = d.health.clock.now();
+    return {
+      now: new Date(now).toISOString(),
+      connectors: d.health.snapshots().map((s) => ({
+        ...s,
+        lastSuccess: iso(s.lastSuccessMs),
+        lastAttempt: iso(s.lastAttemptMs),
+        failingSince: iso(s.failingSinceMs),
+        expiredAt: iso(s.expiredAtMs),
+      })),
+    };
+  });
+
+  for (const p of d.plugins ?? []) await p(app);
+  return app;
+}
+
+function iso(ms: number | undefined): string | null {
+  return ms === undefined ? null : new Date(ms).toISOString();
+}
