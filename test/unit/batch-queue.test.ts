@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { KeyedBatchQueue, type Batchable } from '../../src/outbound/batch-queue.js';
+
+interface It extends Batchable {
+  id: number;
+}
+const ev = (id: number, key: string, extra: Partial<It> = {}): It => ({ id, key, events: 1, attributes: 0, purchases: 0, bytes: 10, ...extra });
+
+describe('KeyedBatchQueue', () => {
+  it('fills a batch up to the per-array cap', () => {
+    const q = new KeyedBatchQueue<It>({ maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 });
+    for (let i = 0; i < 200; i++) q.push(ev(i, `u${i}`));
+    expect(q.take().length).toBe(75);
+    expect(q.take().length).toBe(75);
+    expect(q.take().length).toBe(50);
+    expect(q.take().length).toBe(0);
+  });
+
+  it.each([
+    { name: 'total cap', limits: { maxPerArray: 75, maxTotal: 50, maxBytes: 1e6 }, items: 120, extra: { attributes: 1 }, want: 25 },
+    { name: 'attributes cap', limits: { maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 }, items: 120, extra: { events: 0, attributes: 1 }, want: 75 },
+    { name: 'byte cap', limits: { maxPerArray: 75, maxTotal: 0, maxBytes: 1000 }, items: 120, extra: { bytes: 100 }, want: 10 },
+    { name: 'purchases cap', limits: { maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 }, items: 120, extra: { purchases: 3 }, want: 25 },
+  ])('respects the $name', ({ limits, items, extra, want }) => {
+    const q = new KeyedBatchQueue<It>(limits);
+    for (let i = 0; i < items; i++) q.push(ev(i, `u${i}`, extra));
+    expect(q.take().length).toBe(want);
+  });
+
+  it('holds a busy user\'s newer items until its request is released, keeping order', () => {
+    const q = new KeyedBatchQueue<It>({ maxPerArray: 2, maxTotal: 0, maxBytes: 1e6 });
+    q.push(ev(1, 'a'));
+    q.push(ev(2, 'a'));
+    q.push(ev(3, 'a'));
+    q.push(ev(4, 'b'));
+    const first = q.take();
+    expect(first.map((i) => i.id)).toEqual([1, 2]);
+    // a's third item must wait; b can go meanwhile
+    expect(q.take().map((i) => i.id)).toEqual([4]);
+    expect(q.take()).toEqual([]);
+    q.release(['a']);
+    expect(q.take().map((i) => i.id)).toEqual([3]);
+  });
+
+  it('does not let items pushed during a request overtake it', () => {
+    const q = new KeyedBatchQueue<It>({ maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 });
+    q.push(ev(1, 'a'));
+    expect(q.take().map((i) => i.id)).toEqual([1]);
+    q.push(ev(2, 'a'));
+    expect(q.hasReady).toBe(false);
+    q.release(['a']);
+    expect(q.take().map((i) => i.id)).toEqual([2]);
+  });
+
+  it('returns an oversized item on its own rather than never', () => {
+    const q = new KeyedBatchQueue<It>({ maxPerArray: 75, maxTotal: 0, maxBytes: 100 });
+    q.push(ev(1, 'a', { bytes: 500 }));
+    q.push(ev(2, 'b'));
+    expect(q.take().map((i) => i.id)).toEqual([1]);
+    expect(q.take().map((i) => i.id)).toEqual([2]);
+  });
+});
