@@ -21,8 +21,8 @@ export interface ServerDeps {
 /** The operator's HTTP surface: metrics, liveness, readiness, connector health, and the legs' routes. */
 export async function buildServer(d: ServerDeps): Promise<FastifyInstance> {
   const app = Fastify({
-    loggerInstance: d.logger.child({ component: 'http' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // request lines are info-level noise at ingestion rates; errors still come through
+    loggerInstance: d.logger.child({ component: 'http' }, { level: d.logger.levelVal >= 40 ? d.logger.level : 'warn' }) as FastifyBaseLogger,
     bodyLimit: d.bodyLimitBytes ?? 1024 * 1024,
   });
 

@@ -41,3 +41,14 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     destination,
   );
 }
+
+/**
+ * Destinations echo credentials back (Braze answers a bad key with "Invalid API key: <key>"),
+ * so any text that came from a destination is scrubbed of our secrets before it is logged or
+ * written to a dead-letter header.
+ */
+export function scrubSecrets(text: string, secrets: ReadonlyArray<string | undefined>): string {
+  let out = text;
+  for (const s of secrets) if (s && s.length >= 4) out = out.split(s).join('[redacted]');
+  return out;
+}

@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js';
 import type { BrazeSettings } from '../config/config.js';
 import type { ConsumedMessage, MessageSink } from '../kafka/consumer-loop.js';
 import type { DeadLetterWriter } from '../kafka/dead-letter.js';
-import type { Logger } from '../observability/logger.js';
+import { scrubSecrets, type Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ConnectorHealth } from '../health/connector-health.js';
 import { DestinationBackoff } from '../delivery/backoff.js';
@@ -201,7 +201,8 @@ export class BrazeLeg implements MessageSink {
       );
       metrics.requests.inc({ destination: BRAZE_DESTINATION, status: String(res.status) });
       metrics.requestDuration.observe({ destination: BRAZE_DESTINATION }, res.durationMs / 1000);
-      const outcome = classifyBrazeResponse(res.status, res.headers, res.networkError ? `network error: ${res.networkError}` : res.text, Date.now());
+      const text = scrubSecrets(res.networkError ? `network error: ${res.networkError}` : res.text, [this.d.settings.apiKey]);
+      const outcome = classifyBrazeResponse(res.status, res.headers, text, Date.now());
 
       if (outcome.kind === 'ok') {
         this.backoff.onSuccess();

@@ -1,0 +1,634 @@
+/**
+ * A local stand-in for Braze `POST /users/track` (reference: braze-users-track.md).
+ *
+ * It enforces the documented limits strictly so that the integration tests, the fault tests, the
+ * benchmarks and `npm run demo` catch a gateway that would be refused by the real service. Plain
+ * `node:http` keeps the per-request cost low enough for benchmark traffic over keep-alive.
+ */
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { systemClock, type Clock } from '../clock.js';
+
+export type BrazeArrayName = 'events' | 'attributes' | 'purchases';
+
+export interface BrazeStandInOptions {
+  /** The expected Bearer token; anything else is answered 401. */
+  apiKey: string;
+  /** Objects allowed in one array (legacy contracts: 75 per array). Default 75. */
+  maxPerArray?: number;
+  /** Objects allowed across the three arrays (current docs: 75; MAU CY 24-25: 50). Default: no cap. */
+  maxTotal?: number;
+  /** Largest accepted body. Default 4 MiB; larger is answered 413. */
+  maxBodyBytes?: number;
+  /** Workspace request limit, fixed windows aligned to the epoch. Default 3000 per 3000 ms. */
+  rateLimit?: { requests: number; windowMs: number } | false;
+  /** Per-object checks of identifiers, events, purchases, properties and attributes. Default true. */
+  validate?: boolean;
+  clock?: Clock;
+  port?: number;
+  host?: string;
+}
+
+export interface BrazeFault {
+  /** HTTP status to answer; 0 destroys the connection without an answer (a reset). */
+  status: number;
+  /** How many consecutive requests get this answer. */
+  count: number;
+  /** Sent over the rate-limit headers, so a test can set e.g. `X-RateLimit-Reset` or `Retry-After`. */
+  headers?: Record<string, string>;
+  /** JSON body (a string is sent as text). Default: a body in Braze's `{"message": ...}` form. */
+  body?: unknown;
+  /** Real milliseconds to wait before answering, to provoke client timeouts. */
+  delayMs?: number;
+  /**
+   * Process (and store) the request normally, then send the fault instead of the real answer:
+   * the "accepted but the answer was lost" case that makes blind retries duplicate events.
+   */
+  afterProcessing?: boolean;
+}
+
+export type BrazeRejectPredicate = (
+  obj: Record<string, unknown>,
+  array: BrazeArrayName,
+) => string | undefined;
+
+export interface BrazeErrorItem {
+  type: string;
+  input_array: BrazeArrayName;
+  index: number;
+}
+
+export interface BrazeStandInStats {
+  requests: number;
+  byStatus: Record<number, number>;
+  acceptedObjects: number;
+  rejectedObjects: number;
+  rateLimited: number;
+  faultsServed: number;
+  /** Largest array sizes seen in any parsed request, accepted or not, to check the gateway's batching. */
+  maxEventsInRequest: number;
+  maxAttributesInRequest: number;
+  maxPurchasesInRequest: number;
+  maxObjectsInRequest: number;
+  maxRequestBytes: number;
+}
+
+export interface BrazeReceived {
+  events: Array<Record<string, unknown>>;
+  attributes: Array<Record<string, unknown>>;
+  purchases: Array<Record<string, unknown>>;
+}
+
+export interface BrazeStandIn {
+  /** The "REST endpoint"; the route is `POST ${url}/users/track`. */
+  readonly url: string;
+  /** Accepted objects only, in arrival order. */
+  readonly received: Readonly<BrazeReceived>;
+  readonly stats: Readonly<BrazeStandInStats>;
+  setApiKey(key: string): void;
+  /** The next `count` requests get this answer instead of the normal processing. Faults queue up in order. */
+  injectFaults(fault: BrazeFault): void;
+  /** Objects for which the predicate returns a reason are refused as a per-object error item. */
+  rejectWhen(pred: BrazeRejectPredicate | undefined): void;
+  /** Resolves once at least `n` events have been accepted in total; rejects after `timeoutMs`. */
+  waitForEvents(n: number, timeoutMs: number): Promise<void>;
+  /** Back to the state right after start: data, stats, faults, rate window, predicate, and the configured key. */
+  reset(): void;
+  close(): Promise<void>;
+}
+
+const ARRAYS: readonly BrazeArrayName[] = ['attributes', 'events', 'purchases'];
+const ROUTE = '/users/track';
+const MAX_STRING = 255;
+/** The docs disagree between 50 KB and 100 KB for array/object property values; 50 KB is the safe one. */
+const MAX_NESTED_PROPERTY_BYTES = 50 * 1024;
+
+const NO_VALID_DATA = "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields.";
+/** Verbatim from observed Braze responses. */
+const IDENTIFIER_REQUIRED = "'external_id', 'braze_id', 'user_alias', 'email' or 'phone' is required";
+const RATE_LIMITED = 'API rate limit exceeded';
+
+/** Not profile attributes: identifiers and per-object control flags. */
+const NON_ATTRIBUTE_KEYS = new Set([
+  'external_id',
+  'user_alias',
+  'braze_id',
+  '_update_existing_only',
+  '_merge_objects',
+  'push_token_import',
+]);
+
+/**
+ * ISO-8601 date-time, plus Braze's `yyyy-MM-dd'T'HH:mm:ss:SSSZ` variant (colon before the
+ * fraction), which `Date.parse` would refuse.
+ */
+const TIME_RE =
+  /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:[.:](\d{1,9}))?)?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/;
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isNonEmptyString(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0;
+}
+
+export function isBrazeTime(v: unknown): boolean {
+  if (typeof v !== 'string') return false;
+  const m = TIME_RE.exec(v);
+  if (!m) return false;
+  const [, y, mo, d, hh = '00', mi = '00', ss = '00', frac = '0', tzRaw = 'Z'] = m;
+  let tz = tzRaw;
+  if (tz !== 'Z') tz = tz.length === 3 ? `${tz}:00` : tz.length === 5 ? `${tz.slice(0, 3)}:${tz.slice(3)}` : tz;
+  const ms = frac.padEnd(3, '0').slice(0, 3);
+  const parsed = Date.parse(`${y}-${mo}-${d}T${hh}:${mi}:${ss}.${ms}${tz}`);
+  return Number.isFinite(parsed) && Number(mo) >= 1 && Number(mo) <= 12 && Number(d) >= 1 && Number(d) <= 31;
+}
+
+function checkIdentifier(obj: Record<string, unknown>, array: BrazeArrayName): string | undefined {
+  let primaries = 0;
+  if (obj.external_id !== undefined) {
+    if (!isNonEmptyString(obj.external_id)) return "'external_id' is not valid";
+    primaries++;
+  }
+  if (obj.braze_id !== undefined) {
+    if (!isNonEmptyString(obj.braze_id)) return "'braze_id' is not valid";
+    primaries++;
+  }
+  if (obj.user_alias !== undefined) {
+    const a = obj.user_alias;
+    if (!isRecord(a) || !isNonEmptyString(a.alias_name) || !isNonEmptyString(a.alias_label)) {
+      return "'user_alias' is not valid";
+    }
+    primaries++;
+  }
+  const hasEmail = obj.email !== undefined;
+  const hasPhone = obj.phone !== undefined;
+  // In an attributes object `email` and `phone` are also profile fields, so next to another
+  // identifier they are values being set, not a second identifier.
+  if (array === 'attributes' && primaries === 1) return undefined;
+  if (hasEmail && !isNonEmptyString(obj.email)) return "'email' is not valid";
+  if (hasPhone && !isNonEmptyString(obj.phone)) return "'phone' is not valid";
+  // Braze documents that email wins over phone when both are sent, so that pair counts as one.
+  const total = primaries + (hasEmail || hasPhone ? 1 : 0);
+  if (total === 0) return IDENTIFIER_REQUIRED;
+  if (total > 1) return "Only one of 'external_id', 'braze_id', 'user_alias', 'email' or 'phone' may be provided";
+  return undefined;
+}
+
+function checkProperties(props: unknown): string | undefined {
+  if (props === undefined) return undefined;
+  if (!isRecord(props)) return "'properties' is not valid";
+  for (const [key, value] of Object.entries(props)) {
+    if (key.length === 0 || key.length > MAX_STRING || key.startsWith('$')) {
+      return `Property name '${key.slice(0, 64)}' is not valid`;
+    }
+    if (key === 'time' || key === 'event_name') return `Property name '${key}' is reserved`;
+    if (typeof value === 'string') {
+      if (value.length > MAX_STRING) return `Property '${key}' value is longer than ${MAX_STRING} characters`;
+    } else if (typeof value === 'object' && value !== null) {
+      if (Buffer.byteLength(JSON.stringify(value)) > MAX_NESTED_PROPERTY_BYTES) {
+        return `Property '${key}' is larger than ${MAX_NESTED_PROPERTY_BYTES} bytes`;
+      }
+    } else if (typeof value === 'number') {
+      if (!Number.isFinite(value)) return `Property '${key}' value is not valid`;
+    }
+  }
+  return undefined;
+}
+
+function checkUpdateFlag(obj: Record<string, unknown>): string | undefined {
+  const f = obj._update_existing_only;
+  return f === undefined || typeof f === 'boolean' ? undefined : "'_update_existing_only' is not valid";
+}
+
+function checkEvent(obj: Record<string, unknown>): string | undefined {
+  if (obj.name === undefined || obj.name === null) return "'name' is required";
+  if (!isNonEmptyString(obj.name)) return "'name' is not valid";
+  if (obj.time === undefined || obj.time === null) return "'time' is required";
+  if (!isBrazeTime(obj.time)) return "'time' is not valid";
+  if (obj.app_id !== undefined && typeof obj.app_id !== 'string') return "'app_id' is not valid";
+  return checkUpdateFlag(obj) ?? checkProperties(obj.properties);
+}
+
+function checkPurchase(obj: Record<string, unknown>): string | undefined {
+  const p = obj.product_id;
+  if (p === undefined || p === null) return "'product_id' is required";
+  if (!isNonEmptyString(p) || p.length > MAX_STRING) return "'product_id' is not valid";
+  if (obj.currency === undefined || obj.currency === null) return "'currency' is required";
+  if (typeof obj.currency !== 'string' || !/^[A-Za-z]{3}$/.test(obj.currency)) return "'currency' is not valid";
+  if (obj.price === undefined || obj.price === null) return "'price' is required";
+  if (typeof obj.price !== 'number' || !Number.isFinite(obj.price)) return "'price' is not valid";
+  if (obj.time === undefined || obj.time === null) return "'time' is required";
+  if (!isBrazeTime(obj.time)) return "'time' is not valid";
+  const q = obj.quantity;
+  if (q !== undefined && (typeof q !== 'number' || !Number.isInteger(q) || q < 1 || q > 100)) {
+    return "'quantity' is not valid";
+  }
+  if (obj.app_id !== undefined && typeof obj.app_id !== 'string') return "'app_id' is not valid";
+  return checkUpdateFlag(obj) ?? checkProperties(obj.properties);
+}
+
+function checkAttributes(obj: Record<string, unknown>): string | undefined {
+  const err = checkUpdateFlag(obj);
+  if (err) return err;
+  for (const [key, value] of Object.entries(obj)) {
+    if (NON_ATTRIBUTE_KEYS.has(key)) continue;
+    if (key.length === 0 || key.length > MAX_STRING) return `Attribute name '${key.slice(0, 64)}' is not valid`;
+    if (typeof value === 'string' && value.length > MAX_STRING) {
+      return `Attribute '${key}' value is longer than ${MAX_STRING} characters`;
+    }
+  }
+  return undefined;
+}
+
+function validateObject(obj: unknown, array: BrazeArrayName): string | undefined {
+  if (!isRecord(obj)) return 'Object is not valid';
+  const idErr = checkIdentifier(obj, array);
+  if (idErr) return idErr;
+  if (array === 'events') return checkEvent(obj);
+  if (array === 'purchases') return checkPurchase(obj);
+  return checkAttributes(obj);
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
+  if (res.writableEnded || res.destroyed) return;
+  const text = typeof body === 'string';
+  const payload = text ? body : JSON.stringify(body);
+  res.writeHead(status, {
+    ...headers,
+    'content-type': text ? 'text/plain; charset=utf-8' : 'application/json',
+    'content-length': String(Buffer.byteLength(payload)),
+  });
+  res.end(payload);
+}
+
+interface BodyRead {
+  body: Buffer;
+  bytes: number;
+  tooLarge: boolean;
+}
+
+/** Reads the whole body but keeps at most `limit` bytes, so an oversized upload still drains and the connection stays usable. */
+function readBody(req: IncomingMessage, limit: number): Promise<BodyRead> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > limit) {
+        tooLarge = true;
+        chunks.length = 0;
+      } else {
+        chunks.push(chunk);
+      }
+    });
+    req.on('end', () => resolve({ body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), bytes, tooLarge }));
+    req.on('error', reject);
+  });
+}
+
+function defaultFaultBody(status: number): unknown {
+  if (status === 429) return { message: RATE_LIMITED };
+  if (status === 413) return { message: 'Request Entity Too Large' };
+  if (status === 401) return { message: 'Invalid API key: ' };
+  return { message: STATUS_CODES[status] ?? 'Error' };
+}
+
+interface Waiter {
+  n: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<BrazeStandIn> {
+  const clock = opts.clock ?? systemClock;
+  const maxPerArray = opts.maxPerArray ?? 75;
+  const maxTotal = opts.maxTotal;
+  const maxBodyBytes = opts.maxBodyBytes ?? 4 * 1024 * 1024;
+  const rate = opts.rateLimit === undefined ? { requests: 3000, windowMs: 3000 } : opts.rateLimit;
+  const validate = opts.validate ?? true;
+  const host = opts.host ?? '127.0.0.1';
+
+  let apiKey = opts.apiKey;
+  let rejectPred: BrazeRejectPredicate | undefined;
+  const faults: BrazeFault[] = [];
+  const received: BrazeReceived = { events: [], attributes: [], purchases: [] };
+  const stats: BrazeStandInStats = {
+    requests: 0,
+    byStatus: {},
+    acceptedObjects: 0,
+    rejectedObjects: 0,
+    rateLimited: 0,
+    faultsServed: 0,
+    maxEventsInRequest: 0,
+    maxAttributesInRequest: 0,
+    maxPurchasesInRequest: 0,
+    maxObjectsInRequest: 0,
+    maxRequestBytes: 0,
+  };
+  let windowStart = Number.NEGATIVE_INFINITY;
+  let windowUsed = 0;
+  const waiters = new Set<Waiter>();
+  const timers = new Set<NodeJS.Timeout>();
+
+  function takeFault(): BrazeFault | undefined {
+    const f = faults[0];
+    if (!f) return undefined;
+    f.count--;
+    if (f.count <= 0) faults.shift();
+    return f;
+  }
+
+  /** Fixed windows aligned to the epoch make `X-RateLimit-Reset` a deterministic whole second for 3 s windows. */
+  function rateState(consume: boolean): { headers: Record<string, string>; over: boolean } {
+    if (rate === false) return { headers: {}, over: false };
+    const now = clock.now();
+    const start = Math.floor(now / rate.windowMs) * rate.windowMs;
+    if (start !== windowStart) {
+      windowStart = start;
+      windowUsed = 0;
+    }
+    if (consume) windowUsed++;
+    return {
+      over: consume && windowUsed > rate.requests,
+      headers: {
+        'X-RateLimit-Limit': String(rate.requests),
+        'X-RateLimit-Remaining': String(Math.max(0, rate.requests - windowUsed)),
+        // Rounded up so that a client waiting until the reset never lands in the old window.
+        'X-RateLimit-Reset': String(Math.ceil((start + rate.windowMs) / 1000)),
+      },
+    };
+  }
+
+  function answer(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
+    stats.byStatus[status] = (stats.byStatus[status] ?? 0) + 1;
+    send(res, status, body, headers);
+  }
+
+  function serveFault(req: IncomingMessage, res: ServerResponse, fault: BrazeFault, rateHeaders: Record<string, string>): void {
+    stats.faultsServed++;
+    const fire = (): void => {
+      if (fault.status === 0) {
+        stats.byStatus[0] = (stats.byStatus[0] ?? 0) + 1;
+        req.socket.destroy();
+        return;
+      }
+      const body = fault.body === undefined ? defaultFaultBody(fault.status) : fault.body;
+      answer(res, fault.status, body, { ...rateHeaders, ...fault.headers });
+    };
+    if (fault.delayMs && fault.delayMs > 0) {
+      const t = setTimeout(() => {
+        timers.delete(t);
+        fire();
+      }, fault.delayMs);
+      timers.add(t);
+    } else {
+      fire();
+    }
+  }
+
+  function notifyWaiters(): void {
+    for (const w of waiters) {
+      if (received.events.length >= w.n) {
+        clearTimeout(w.timer);
+        waiters.delete(w);
+        w.resolve();
+      }
+    }
+  }
+
+  function bearerToken(req: IncomingMessage): string {
+    const h = req.headers.authorization ?? '';
+    const m = /^Bearer\s+(.*)$/i.exec(h);
+    return m ? (m[1] ?? '') : h;
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    if (path !== ROUTE) {
+      req.resume();
+      answer(res, 404, { message: 'Not Found' }, rateState(false).headers);
+      return;
+    }
+    if (req.method !== 'POST') {
+      req.resume();
+      answer(res, 405, { message: 'Method Not Allowed' }, { ...rateState(false).headers, Allow: 'POST' });
+      return;
+    }
+    stats.requests++;
+    const token = bearerToken(req);
+    const authorized = token === apiKey;
+    // Only requests carrying the workspace key count against the workspace's window.
+    const rl = rateState(authorized);
+
+    const fault = takeFault();
+    if (fault && !fault.afterProcessing) {
+      req.resume();
+      serveFault(req, res, fault, rl.headers);
+      return;
+    }
+    const reply = (status: number, body: unknown): void => {
+      if (fault) serveFault(req, res, fault, rl.headers);
+      else answer(res, status, body, rl.headers);
+    };
+
+    if (!authorized) {
+      req.resume();
+      reply(401, { message: `Invalid API key: ${token}` });
+      return;
+    }
+    if (rl.over) {
+      req.resume();
+      stats.rateLimited++;
+      reply(429, { message: RATE_LIMITED });
+      return;
+    }
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > maxBodyBytes) {
+      // Answered from the header so the client sees a 413 rather than a reset mid-upload.
+      stats.maxRequestBytes = Math.max(stats.maxRequestBytes, declared);
+      req.resume();
+      reply(413, { message: 'Request Entity Too Large' });
+      return;
+    }
+    const read = await readBody(req, maxBodyBytes);
+    stats.maxRequestBytes = Math.max(stats.maxRequestBytes, read.bytes);
+    if (read.tooLarge) {
+      reply(413, { message: 'Request Entity Too Large' });
+      return;
+    }
+    const ctype = (req.headers['content-type'] ?? '').split(';', 1)[0]?.trim().toLowerCase();
+    if (ctype !== 'application/json') {
+      reply(400, { message: "Content-Type must be 'application/json'" });
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(read.body.toString('utf8'));
+    } catch {
+      reply(400, { message: 'Invalid JSON in request body' });
+      return;
+    }
+    if (!isRecord(parsed)) {
+      reply(400, { message: 'Request body must be a JSON object' });
+      return;
+    }
+
+    const arrays: Partial<Record<BrazeArrayName, unknown[]>> = {};
+    let total = 0;
+    for (const name of ARRAYS) {
+      const v = parsed[name];
+      if (v === undefined || v === null) continue;
+      if (!Array.isArray(v)) {
+        reply(400, { message: `'${name}' must be an array` });
+        return;
+      }
+      arrays[name] = v;
+      total += v.length;
+    }
+    stats.maxEventsInRequest = Math.max(stats.maxEventsInRequest, arrays.events?.length ?? 0);
+    stats.maxAttributesInRequest = Math.max(stats.maxAttributesInRequest, arrays.attributes?.length ?? 0);
+    stats.maxPurchasesInRequest = Math.max(stats.maxPurchasesInRequest, arrays.purchases?.length ?? 0);
+    stats.maxObjectsInRequest = Math.max(stats.maxObjectsInRequest, total);
+
+    for (const name of ARRAYS) {
+      const n = arrays[name]?.length ?? 0;
+      if (n > maxPerArray) {
+        reply(400, {
+          message: 'Max Input Length Exceeded',
+          errors: [`'${name}' has ${n} objects; at most ${maxPerArray} per array are allowed`],
+        });
+        return;
+      }
+    }
+    if (maxTotal !== undefined && total > maxTotal) {
+      reply(400, {
+        message: 'Max Input Length Exceeded',
+        errors: [`${total} objects in the request; at most ${maxTotal} in total are allowed`],
+      });
+      return;
+    }
+
+    const errors: BrazeErrorItem[] = [];
+    const accepted: Record<BrazeArrayName, Array<Record<string, unknown>>> = { attributes: [], events: [], purchases: [] };
+    for (const name of ARRAYS) {
+      const list = arrays[name];
+      if (!list) continue;
+      for (let i = 0; i < list.length; i++) {
+        const obj = list[i];
+        let reason = validate ? validateObject(obj, name) : isRecord(obj) ? undefined : 'Object is not valid';
+        if (reason === undefined && rejectPred && isRecord(obj)) reason = rejectPred(obj, name);
+        if (reason !== undefined || !isRecord(obj)) {
+          errors.push({ type: reason ?? 'Object is not valid', input_array: name, index: i });
+        } else {
+          accepted[name].push(obj);
+        }
+      }
+    }
+    stats.rejectedObjects += errors.length;
+    const acceptedCount = accepted.attributes.length + accepted.events.length + accepted.purchases.length;
+    if (acceptedCount === 0) {
+      reply(400, { message: NO_VALID_DATA, errors });
+      return;
+    }
+
+    const body: Record<string, unknown> = { message: 'success' };
+    for (const name of ARRAYS) {
+      if (!arrays[name]) continue;
+      body[`${name}_processed`] = accepted[name].length;
+      const dest = received[name];
+      for (const o of accepted[name]) dest.push(o);
+    }
+    if (errors.length > 0) body.errors = errors;
+    stats.acceptedObjects += acceptedCount;
+    reply(201, body);
+    if (accepted.events.length > 0) notifyWaiters();
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      // A stand-in bug must surface as a 500 the test can see, not crash the test process.
+      answer(res, 500, { message: `stand-in error: ${err instanceof Error ? err.message : String(err)}` }, {});
+    });
+  });
+  // Longer than undici's keep-alive so benchmark connections are reused rather than re-opened.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+
+  return {
+    url,
+    received,
+    stats,
+    setApiKey(key: string): void {
+      apiKey = key;
+    },
+    injectFaults(fault: BrazeFault): void {
+      if (fault.count > 0) faults.push({ ...fault });
+    },
+    rejectWhen(pred: BrazeRejectPredicate | undefined): void {
+      rejectPred = pred;
+    },
+    waitForEvents(n: number, timeoutMs: number): Promise<void> {
+      if (received.events.length >= n) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        const w: Waiter = {
+          n,
+          resolve,
+          reject,
+          timer: setTimeout(() => {
+            waiters.delete(w);
+            reject(new Error(`Braze stand-in: ${received.events.length} of ${n} events after ${timeoutMs} ms`));
+          }, timeoutMs),
+        };
+        waiters.add(w);
+      });
+    },
+    reset(): void {
+      // Cleared in place so that references a test already holds stay live.
+      received.events.length = 0;
+      received.attributes.length = 0;
+      received.purchases.length = 0;
+      for (const k of Object.keys(stats.byStatus)) delete stats.byStatus[Number(k)];
+      stats.requests = 0;
+      stats.acceptedObjects = 0;
+      stats.rejectedObjects = 0;
+      stats.rateLimited = 0;
+      stats.faultsServed = 0;
+      stats.maxEventsInRequest = 0;
+      stats.maxAttributesInRequest = 0;
+      stats.maxPurchasesInRequest = 0;
+      stats.maxObjectsInRequest = 0;
+      stats.maxRequestBytes = 0;
+      faults.length = 0;
+      rejectPred = undefined;
+      apiKey = opts.apiKey;
+      windowStart = Number.NEGATIVE_INFINITY;
+      windowUsed = 0;
+    },
+    async close(): Promise<void> {
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      for (const w of waiters) {
+        clearTimeout(w.timer);
+        w.reject(new Error('Braze stand-in closed'));
+      }
+      waiters.clear();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
