@@ -79,6 +79,7 @@ export class Gateway {
         metrics: this.metrics,
         clock: this.clock,
         onStopped: (stopped) => (stopped ? loop?.pause() : loop?.resume()),
+        onProgress: () => loop?.requestCommit(),
       });
       loop = new ConsumerLoop({
         kafka,

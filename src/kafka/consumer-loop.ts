@@ -143,6 +143,22 @@ export class ConsumerLoop {
     }
   }
 
+  private commitQueued = false;
+
+  /**
+   * Asks for a commit soon. Braze does not deduplicate, so what a crash re-sends is what was
+   * delivered but not committed: committing after every delivery, coalesced while one commit
+   * is in flight, keeps that window to roughly one commit round trip.
+   */
+  requestCommit(): void {
+    if (this.commitQueued || this.stopping) return;
+    this.commitQueued = true;
+    void this.committing.then(() => {
+      this.commitQueued = false;
+      return this.commit();
+    });
+  }
+
   /** Commits what is finished; safe to call at any time, calls are serialised. */
   commit(): Promise<void> {
     this.committing = this.committing.then(async () => {

@@ -1,7 +1,9 @@
 /**
- * Queues per key (per Braze user) with a FIFO of keys ready to send. A key that has a request in
- * flight is not ready: its newer items wait until that request is finished, so one user's
- * objects reach Braze in the order they were read, while other users' items go around them.
+ * Queues per key (per Braze user), with the keys ready to send ordered by the age of their oldest
+ * item. A key that has a request in flight is not ready: its newer items wait until that request
+ * is finished, so one user's objects reach Braze in the order they were read, while other users'
+ * items go around them. Serving the oldest item first keeps delivery close to offset order, which
+ * keeps the committed offset close behind what was delivered (fewer re-sends after a crash).
  */
 export interface Batchable {
   key: string;
@@ -19,11 +21,11 @@ export interface BatchLimits {
 }
 
 export class KeyedBatchQueue<T extends Batchable> {
-  private readonly queues = new Map<string, T[]>();
-  private readonly ready: string[] = [];
-  private readyHead = 0;
+  private readonly queues = new Map<string, Array<Seq<T>>>();
+  private readonly ready = new MinHeap();
   private readonly busy = new Set<string>();
   private count = 0;
+  private seq = 0;
 
   constructor(private readonly limits: BatchLimits) {}
 
@@ -33,24 +35,25 @@ export class KeyedBatchQueue<T extends Batchable> {
 
   /** items whose key is free to send now */
   get hasReady(): boolean {
-    return this.readyHead < this.ready.length;
+    return this.ready.size > 0;
   }
 
   push(item: T): void {
+    const seq = this.seq++;
     let q = this.queues.get(item.key);
     if (!q) {
       q = [];
       this.queues.set(item.key, q);
-      if (!this.busy.has(item.key)) this.ready.push(item.key);
+      if (!this.busy.has(item.key)) this.ready.push(seq, item.key);
     }
-    q.push(item);
+    q.push({ seq, item });
     this.count++;
   }
 
-  /** the first ready item, for linger decisions */
+  /** the oldest ready item, for linger decisions */
   peekReady(): T | undefined {
-    const key = this.ready[this.readyHead];
-    return key === undefined ? undefined : this.queues.get(key)?.[0];
+    const key = this.ready.peek();
+    return key === undefined ? undefined : this.queues.get(key)?.[0]?.item;
   }
 
   /**
@@ -65,13 +68,19 @@ export class KeyedBatchQueue<T extends Batchable> {
     let purchases = 0;
     let bytes = 0;
     const { maxPerArray, maxTotal, maxBytes } = this.limits;
-    while (this.readyHead < this.ready.length) {
-      const key = this.ready[this.readyHead] as string;
-      const q = this.queues.get(key) as T[];
+    while (this.ready.size > 0) {
+      const key = this.ready.peek() as string;
+      const q = this.queues.get(key) as Array<Seq<T>>;
+      // Take this user's items only while they are older than the next user's oldest: a user with
+      // items spread over the whole backlog must not pull its newest ones ahead of everyone else's
+      // old ones, or the committable offset falls far behind what was delivered.
+      const nextSeq = this.ready.peekSecondSeq();
       let taken = 0;
       let full = false;
       while (taken < q.length) {
-        const it = q[taken] as T;
+        const s = q[taken] as Seq<T>;
+        if (taken > 0 && s.seq > nextSeq) break;
+        const it = s.item;
         const e = events + it.events;
         const a = attributes + it.attributes;
         const p = purchases + it.purchases;
@@ -92,18 +101,14 @@ export class KeyedBatchQueue<T extends Batchable> {
         }
       }
       if (taken > 0) {
-        for (let i = 0; i < taken; i++) out.push(q[i] as T);
+        for (let i = 0; i < taken; i++) out.push((q[i] as Seq<T>).item);
         this.busy.add(key);
         this.count -= taken;
         if (taken === q.length) this.queues.delete(key);
         else q.splice(0, taken);
-        this.readyHead++;
+        this.ready.pop();
       }
       if (full) break;
-    }
-    if (this.readyHead > 1024 && this.readyHead * 2 > this.ready.length) {
-      this.ready.splice(0, this.readyHead);
-      this.readyHead = 0;
     }
     return out;
   }
@@ -112,12 +117,76 @@ export class KeyedBatchQueue<T extends Batchable> {
   release(keys: Iterable<string>): void {
     for (const key of keys) {
       if (!this.busy.delete(key)) continue;
-      if (this.queues.has(key)) this.ready.push(key);
+      const head = this.queues.get(key)?.[0];
+      if (head) this.ready.push(head.seq, key);
     }
   }
 
   /** every queued item, oldest key first (for health probes and shutdown reports) */
   *items(): IterableIterator<T> {
-    for (const q of this.queues.values()) yield* q;
+    for (const q of this.queues.values()) for (const s of q) yield s.item;
+  }
+}
+
+interface Seq<T> {
+  seq: number;
+  item: T;
+}
+
+/** Keys ordered by the arrival number of their oldest item. */
+class MinHeap {
+  private readonly seqs: number[] = [];
+  private readonly keys: string[] = [];
+
+  get size(): number {
+    return this.seqs.length;
+  }
+
+  peek(): string | undefined {
+    return this.keys[0];
+  }
+
+  /** the smallest seq below the top: the top's children (Infinity when there is none) */
+  peekSecondSeq(): number {
+    const a = this.seqs[1] ?? Infinity;
+    const b = this.seqs[2] ?? Infinity;
+    return a < b ? a : b;
+  }
+
+  push(seq: number, key: string): void {
+    const { seqs, keys } = this;
+    let i = seqs.length;
+    seqs.push(seq);
+    keys.push(key);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if ((seqs[parent] as number) <= seq) break;
+      seqs[i] = seqs[parent] as number;
+      keys[i] = keys[parent] as string;
+      i = parent;
+    }
+    seqs[i] = seq;
+    keys[i] = key;
+  }
+
+  pop(): void {
+    const { seqs, keys } = this;
+    const lastSeq = seqs.pop() as number;
+    const lastKey = keys.pop() as string;
+    const n = seqs.length;
+    if (n === 0) return;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const c = r < n && (seqs[r] as number) < (seqs[l] as number) ? r : l;
+      if ((seqs[c] as number) >= lastSeq) break;
+      seqs[i] = seqs[c] as number;
+      keys[i] = keys[c] as string;
+      i = c;
+    }
+    seqs[i] = lastSeq;
+    keys[i] = lastKey;
   }
 }

@@ -39,6 +39,8 @@ export interface BrazeLegDeps {
   clock: Clock;
   /** called when the leg must stop consuming (auth failure) and when it may go on */
   onStopped?: (stopped: boolean) => void;
+  /** called after a request's events are finished, so their offsets can be committed promptly */
+  onProgress?: () => void;
 }
 
 /**
@@ -275,6 +277,7 @@ export class BrazeLeg implements MessageSink {
     this.d.health.recordSuccess(delivered);
     this.d.metrics.lastSuccess.set({ connector: this.d.health.name }, this.d.clock.now() / 1000);
     await Promise.all(writes);
+    this.d.onProgress?.();
   }
 
   private setStopped(stopped: boolean): void {
