@@ -60,3 +60,18 @@ describe('KeyedBatchQueue', () => {
     expect(q.take().map((i) => i.id)).toEqual([2]);
   });
 });
+
+describe('KeyedBatchQueue ordering across users', () => {
+  it('serves a released user by the age of its oldest item, not behind everyone who arrived later', () => {
+    const q = new KeyedBatchQueue<It>({ maxPerArray: 1, maxTotal: 0, maxBytes: 1e6 });
+    q.push(ev(1, 'a'));
+    q.push(ev(2, 'a'));
+    for (let i = 3; i < 10; i++) q.push(ev(i, `u${i}`));
+    expect(q.take().map((i) => i.id)).toEqual([1]);
+    expect(q.take().map((i) => i.id)).toEqual([3]);
+    q.release(['a']);
+    // a's second item (2) is older than u4..u9's: it goes next
+    expect(q.take().map((i) => i.id)).toEqual([2]);
+    expect(q.take().map((i) => i.id)).toEqual([4]);
+  });
+});
