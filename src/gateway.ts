@@ -5,12 +5,15 @@ import type { GatewayConfig } from './config/config.js';
 import { createKafka } from './kafka/client.js';
 import { ConsumerLoop } from './kafka/consumer-loop.js';
 import { DeadLetterWriter } from './kafka/dead-letter.js';
+import { BatchingProducer } from './kafka/batching-producer.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { HealthRegistry } from './health/connector-health.js';
 import { BrazeLeg } from './outbound/braze-leg.js';
 import { createOutboundMapper } from './outbound/map-to-braze.js';
 import { buildServer, type ReadinessCheck } from './server.js';
+import { AmplitudeLeg } from './inbound/amplitude-leg.js';
+import { currentsRoute } from './inbound/currents-route.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -31,8 +34,12 @@ export class Gateway {
   readonly health: HealthRegistry;
   private producer: Producer | undefined;
   private deadLetters: DeadLetterWriter | undefined;
+  private dlqProducer: BatchingProducer | undefined;
   private readonly loops: ConsumerLoop[] = [];
   private brazeLeg: BrazeLeg | undefined;
+  private amplitudeLeg: AmplitudeLeg | undefined;
+  private ingestProducer: Producer | undefined;
+  private ingestBatcher: BatchingProducer | undefined;
   private server: FastifyInstance | undefined;
   private producerConnected = false;
   private stopped = false;
@@ -56,6 +63,10 @@ export class Gateway {
     return this.brazeLeg?.pending ?? 0;
   }
 
+  get inboundPending(): number {
+    return this.amplitudeLeg?.pending ?? 0;
+  }
+
   async start(): Promise<void> {
     const { config, logger } = this;
     const kafka = createKafka(config.kafka, logger);
@@ -63,7 +74,8 @@ export class Gateway {
     this.producer.on(this.producer.events.CONNECT, () => (this.producerConnected = true));
     this.producer.on(this.producer.events.DISCONNECT, () => (this.producerConnected = false));
     await this.producer.connect();
-    this.deadLetters = new DeadLetterWriter(this.producer, config.topics.deadLetter, logger, this.metrics);
+    this.dlqProducer = new BatchingProducer(this.producer, logger, { name: 'dead-letter', lingerMs: 5, maxBatch: 500, maxInFlight: 2, maxAttempts: Infinity, retryBaseMs: 500, ackTimeoutMs: 30_000 });
+    this.deadLetters = new DeadLetterWriter(this.dlqProducer, config.topics.deadLetter, logger, this.metrics);
 
     const readiness: ReadinessCheck[] = [{ name: 'kafka_producer', ready: () => this.producerConnected }];
 
@@ -101,7 +113,74 @@ export class Gateway {
       logger.info('outbound leg off: BRAZE_REST_ENDPOINT and BRAZE_API_KEY are not set');
     }
 
-    this.server = await buildServer({ logger, metrics: this.metrics, health: this.health, readiness });
+    const plugins: Parameters<typeof buildServer>[0]['plugins'] = [];
+    if (config.currents) {
+      // A producer of its own with short retries: a Currents request must get its 503 in seconds
+      // when Kafka is away, not wait out the long retries the dead-letter writes use.
+      this.ingestProducer = kafka.producer({ allowAutoTopicCreation: true, retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1_000 } });
+      await this.ingestProducer.connect();
+      this.ingestBatcher = new BatchingProducer(this.ingestProducer, logger, {
+        name: 'currents',
+        lingerMs: 2,
+        maxBatch: 2_000,
+        maxInFlight: 4,
+        maxAttempts: 2,
+        retryBaseMs: 100,
+        ackTimeoutMs: config.currents.ackTimeoutMs,
+      });
+      plugins.push(
+        currentsRoute({
+          settings: config.currents,
+          topic: config.topics.brazeCurrents,
+          producer: this.ingestBatcher,
+          deadLetters: this.deadLetters,
+          minIdLength: config.inbound.mapping.minIdLength,
+          metrics: this.metrics,
+          logger: logger.child({ component: 'currents' }),
+          clock: this.clock,
+          kafkaUp: () => this.producerConnected,
+        }),
+      );
+      logger.info({ topic: config.topics.brazeCurrents }, 'Currents ingestion (POST /currents -> Kafka) on');
+    } else {
+      logger.info('Currents ingestion off: CURRENTS_TOKEN is not set');
+    }
+
+    if (config.amplitude.apiKey) {
+      const health = this.health.connector('amplitude', 'amplitude');
+      let loop: ConsumerLoop | undefined;
+      this.amplitudeLeg = new AmplitudeLeg({
+        amplitude: { ...config.amplitude, apiKey: config.amplitude.apiKey },
+        settings: config.inbound,
+        deadLetters: this.deadLetters,
+        health,
+        logger: logger.child({ leg: 'inbound' }),
+        metrics: this.metrics,
+        clock: this.clock,
+        onStopped: (stopped) => (stopped ? loop?.pause() : loop?.resume()),
+        onProgress: () => loop?.requestCommit(),
+      });
+      loop = new ConsumerLoop({
+        kafka,
+        groupId: `${config.kafka.groupId}.inbound`,
+        topics: [config.topics.brazeCurrents],
+        leg: 'inbound',
+        sink: this.amplitudeLeg,
+        logger: logger.child({ leg: 'inbound' }),
+        metrics: this.metrics,
+        fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
+        sessionTimeoutMs: config.kafka.sessionTimeoutMs,
+        commitIntervalMs: config.kafka.commitIntervalMs,
+      });
+      this.loops.push(loop);
+      const l = loop;
+      readiness.push({ name: 'inbound_consumer', ready: () => l.ready });
+      logger.info({ topic: config.topics.brazeCurrents, endpoint: config.amplitude.httpApiUrl }, 'inbound leg (Currents -> Amplitude) on');
+    } else {
+      logger.info('inbound leg off: AMPLITUDE_API_KEY is not set');
+    }
+
+    this.server = await buildServer({ logger, metrics: this.metrics, health: this.health, readiness, plugins });
     this.registerGauges();
     if (this.o.listen ?? true) {
       await this.server.listen({ port: config.http.port, host: config.http.host });
@@ -117,6 +196,7 @@ export class Gateway {
     const m = this.metrics;
     m.onCollect(() => {
       m.inFlight.set({ leg: 'outbound' }, this.brazeLeg?.pending ?? 0);
+      m.inFlight.set({ leg: 'inbound' }, this.amplitudeLeg?.pending ?? 0);
       for (const s of this.health.snapshots()) if (s.lastSuccessMs !== undefined) m.lastSuccess.set({ connector: s.name }, s.lastSuccessMs / 1000);
     });
   }
@@ -130,11 +210,14 @@ export class Gateway {
     if (this.stopped) return;
     this.stopped = true;
     this.logger.info('stopping: draining in-flight events');
+    // Stop taking Currents requests first, so nothing new arrives while the legs drain.
+    await this.server?.close();
     await Promise.all(this.loops.map((l) => l.stop(drainTimeoutMs)));
     await this.brazeLeg?.close();
-    this.deadLetters?.close();
+    await this.amplitudeLeg?.close();
+    await this.ingestProducer?.disconnect().catch(() => undefined);
+    this.dlqProducer?.close();
     await this.producer?.disconnect().catch(() => undefined);
-    await this.server?.close();
     this.logger.info('stopped');
   }
 
@@ -143,6 +226,8 @@ export class Gateway {
     this.stopped = true;
     await Promise.all(this.loops.map((l) => l.stop(0).catch(() => undefined)));
     await this.brazeLeg?.close();
+    await this.amplitudeLeg?.close();
+    await this.ingestProducer?.disconnect().catch(() => undefined);
     await this.producer?.disconnect().catch(() => undefined);
     await this.server?.close();
   }

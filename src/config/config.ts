@@ -59,6 +59,39 @@ export interface AmplitudeSettings {
   apiUrl: string;
 }
 
+export interface CurrentsSettings {
+  token: string;
+  maxBodyBytes: number;
+  maxEventsPerBatch: number;
+  maxDepth: number;
+  maxStringLength: number;
+  /** events waiting for Kafka acks before new batches are refused with 429 */
+  maxPendingEvents: number;
+  ackTimeoutMs: number;
+}
+
+export interface InboundSettings {
+  maxEventsPerRequest: number;
+  maxRequestBytes: number;
+  lingerMs: number;
+  concurrency: number;
+  requestTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  authRetryMs: number;
+  maxInFlightEvents: number;
+  throttleHoldMs: number;
+  mapping: {
+    minIdLength: number;
+    eventNamePrefix: string;
+    customEventPrefix: string;
+    customPropertyPrefix: string;
+    purchasePropertyPrefix: string;
+    eventScope: 'connector' | 'all';
+    nameOverrides: Record<string, string>;
+  };
+}
+
 export interface GatewayConfig {
   kafka: KafkaSettings;
   topics: Topics;
@@ -66,7 +99,10 @@ export interface GatewayConfig {
   braze?: BrazeSettings;
   outbound: OutboundMappingConfig;
   amplitude: AmplitudeSettings;
-  currentsToken?: string;
+  /** undefined when CURRENTS_TOKEN is absent: POST /currents is off */
+  currents?: CurrentsSettings;
+  /** the delivery of braze.currents to Amplitude; on when AMPLITUDE_API_KEY is set */
+  inbound: InboundSettings;
   http: { port: number; host: string };
   logLevel: LogLevel;
 }
@@ -104,7 +140,8 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
   const braze = readBraze(r);
   const outbound = readOutbound(r);
   const amplitude = readAmplitude(r);
-  const currentsToken = r.string('CURRENTS_TOKEN', { path: 'currents.token', secret: true, doc: 'Bearer token Braze Currents must send to POST /currents; the inbound ingestion is off without it' });
+  const currents = readCurrents(r);
+  const inbound = readInbound(r);
   const http = {
     port: r.int('HTTP_PORT', { path: 'http.port', default: 8080, min: 0, max: 65535, doc: 'port of /currents, /metrics, /healthz, /readyz, /connectors' }),
     host: r.string('HTTP_HOST', { path: 'http.host', default: '0.0.0.0', doc: 'address the HTTP server binds to' }),
@@ -115,7 +152,7 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     default: 'info',
     doc: 'pino log level',
   });
-  return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currentsToken ? { currentsToken } : {}), http, logLevel };
+  return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currents ? { currents } : {}), inbound, http, logLevel };
 }
 
 function readKafka(r: SettingsReader, requireKafka: boolean): KafkaSettings {
@@ -269,6 +306,53 @@ function readAmplitude(r: SettingsReader): AmplitudeSettings {
     region: region.toUpperCase() as 'US' | 'EU',
     httpApiUrl: r.url('AMPLITUDE_HTTP_API_URL', { path: 'amplitude.httpApiUrl', doc: 'override of the ingest host (default by region: https://api2.amplitude.com or https://api.eu.amplitude.com)' }) ?? hosts.httpApi,
     apiUrl: r.url('AMPLITUDE_API_URL', { path: 'amplitude.apiUrl', doc: 'override of the REST host (default by region)' }) ?? hosts.api,
+  };
+}
+
+function readCurrents(r: SettingsReader): CurrentsSettings | undefined {
+  const token = r.string('CURRENTS_TOKEN', { path: 'currents.token', secret: true, doc: 'Bearer token Braze Currents must send to POST /currents; the ingestion endpoint is off without it' });
+  const settings = {
+    maxBodyBytes: r.int('CURRENTS_MAX_BODY_BYTES', { path: 'currents.maxBodyBytes', default: 5 * 1024 * 1024, min: 1024, doc: 'largest request body accepted (413 above, refused from Content-Length before reading)' }),
+    maxEventsPerBatch: r.int('CURRENTS_MAX_EVENTS_PER_BATCH', { path: 'currents.maxEventsPerBatch', default: 1_000, min: 1, doc: 'events per request (413 above, so Braze splits the batch)' }),
+    maxDepth: r.int('CURRENTS_MAX_DEPTH', { path: 'currents.maxDepth', default: 64, min: 4, doc: 'deepest JSON nesting accepted in a request' }),
+    maxStringLength: r.int('CURRENTS_MAX_STRING_LENGTH', { path: 'currents.maxStringLength', default: 65_536, min: 256, doc: 'longest string value accepted in a request' }),
+    maxPendingEvents: r.int('CURRENTS_MAX_PENDING_EVENTS', { path: 'currents.maxPendingEvents', default: 50_000, min: 100, doc: 'events awaiting Kafka acks before new requests get 429' }),
+    ackTimeoutMs: r.int('CURRENTS_ACK_TIMEOUT_MS', { path: 'currents.ackTimeoutMs', default: 10_000, min: 100, doc: 'how long a request waits for Kafka before answering 503' }),
+  };
+  return token ? { token, ...settings } : undefined;
+}
+
+function readInbound(r: SettingsReader): InboundSettings {
+  const overrides = r.yamlAt('inbound.eventNames');
+  const nameOverrides: Record<string, string> = {};
+  if (overrides !== undefined && overrides !== null) {
+    if (typeof overrides !== 'object' || Array.isArray(overrides)) r.problem('inbound.eventNames (GATEWAY_CONFIG)', 'must map Currents event types to Amplitude event names');
+    else for (const [k, v] of Object.entries(overrides)) {
+      if (typeof v === 'string' && v) nameOverrides[k] = v;
+      else r.problem(`inbound.eventNames.${k} (GATEWAY_CONFIG)`, 'must be a non-empty string');
+    }
+  }
+  const maxEventsPerRequest = r.int('AMPLITUDE_MAX_EVENTS_PER_REQUEST', { path: 'inbound.maxEventsPerRequest', default: 1_000, min: 1, max: 1_999, doc: 'events per Amplitude request (Amplitude: under 2,000)' });
+  return {
+    maxEventsPerRequest,
+    maxRequestBytes: r.int('AMPLITUDE_MAX_REQUEST_BYTES', { path: 'inbound.maxRequestBytes', default: 1_000_000, min: 10_000, max: 1_048_575, doc: 'request body cap (Amplitude: under 1 MB)' }),
+    lingerMs: r.int('AMPLITUDE_LINGER_MS', { path: 'inbound.lingerMs', default: 100, min: 0, max: 10_000, doc: 'how long a partly filled request waits for more events' }),
+    concurrency: r.int('AMPLITUDE_CONCURRENCY', { path: 'inbound.concurrency', default: 8, min: 1, max: 1_000, doc: 'requests in flight at once' }),
+    requestTimeoutMs: r.int('AMPLITUDE_REQUEST_TIMEOUT_MS', { path: 'inbound.requestTimeoutMs', default: 30_000, min: 100, doc: 'per-request timeout' }),
+    retryBaseMs: r.int('AMPLITUDE_RETRY_BASE_MS', { path: 'inbound.retry.baseMs', default: 500, min: 1, doc: 'first back-off after a 5xx, timeout or network error' }),
+    retryMaxMs: r.int('AMPLITUDE_RETRY_MAX_MS', { path: 'inbound.retry.maxMs', default: 60_000, min: 1, doc: 'back-off cap' }),
+    authRetryMs: r.int('AMPLITUDE_AUTH_RETRY_MS', { path: 'inbound.retry.authMs', default: 60_000, min: 10, doc: 'how often a refused key is tried again' }),
+    maxInFlightEvents: r.int('AMPLITUDE_MAX_IN_FLIGHT_EVENTS', { path: 'inbound.maxInFlightEvents', default: 20_000, min: 100, doc: 'events buffered before consumption pauses' }),
+    throttleHoldMs: r.int('AMPLITUDE_THROTTLE_HOLD_MS', { path: 'inbound.throttleHoldMs', default: 30_000, min: 0, doc: 'how long ids named in a 429 are held' }),
+    mapping: {
+      minIdLength: r.int('AMPLITUDE_MIN_ID_LENGTH', { path: 'inbound.minIdLength', default: 5, min: 1, doc: 'shortest user_id/device_id sent (also sent as options.min_id_length)' }),
+      eventNamePrefix: r.string('INBOUND_EVENT_NAME_PREFIX', { path: 'inbound.eventNamePrefix', default: '[Appboy] ', doc: 'prefix of Amplitude event names (the native connector\'s style; uncertain in the reference)' }),
+      customEventPrefix: r.string('INBOUND_CUSTOM_EVENT_PREFIX', { path: 'inbound.customEventPrefix', default: '[Custom Event] ', doc: 'inserted before a custom event\'s own name' }),
+      customPropertyPrefix: r.string('INBOUND_CUSTOM_PROPERTY_PREFIX', { path: 'inbound.customPropertyPrefix', default: '[Custom event property] ', doc: 'prefix of custom-event property keys' }),
+      purchasePropertyPrefix: r.string('INBOUND_PURCHASE_PROPERTY_PREFIX', { path: 'inbound.purchasePropertyPrefix', default: '[Purchase property] ', doc: 'prefix of purchase property keys' }),
+      eventScope: r.oneOf('INBOUND_EVENT_SCOPE', { path: 'inbound.eventScope', values: ['connector', 'all'] as const, default: 'connector', doc: '`connector`: only the event types Braze\'s native connector exports; `all`: every type' }),
+      nameOverrides,
+    },
   };
 }
 

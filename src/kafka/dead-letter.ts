@@ -1,4 +1,5 @@
-import type { IHeaders, Producer } from 'kafkajs';
+import type { IHeaders } from 'kafkajs';
+import type { BatchingProducer } from './batching-producer.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics, Leg } from '../observability/metrics.js';
 
@@ -27,28 +28,17 @@ export const DLQ_HEADERS = {
   firstFailure: 'first-failure-time',
 } as const;
 
-interface Pending {
-  dl: DeadLetter;
-  resolve: () => void;
-}
-
 /**
- * Writes dead letters in small batches with acks from all in-sync replicas. A write that fails is
- * retried until it succeeds: the caller's offset is only released once the dead letter is stored,
- * so a broker outage delays the partition instead of losing the event.
+ * Writes dead letters, acknowledged by all in-sync replicas, and never gives up on one: the
+ * caller's offset is released only once its dead letter is stored, so a broker outage delays the
+ * partition instead of losing the event.
  */
 export class DeadLetterWriter {
-  private queue: Pending[] = [];
-  private flushing = false;
-  private timer: NodeJS.Timeout | undefined;
-  private closed = false;
-
   constructor(
-    private readonly producer: Producer,
+    private readonly producer: BatchingProducer,
     private readonly topic: string,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
-    private readonly opts: { lingerMs?: number; maxBatch?: number; retryMs?: number } = {},
   ) {}
 
   /** Resolves once the dead letter is stored in Kafka. Logged once and counted here, nowhere else. */
@@ -58,42 +48,7 @@ export class DeadLetterWriter {
       'event dead-lettered',
     );
     this.metrics.deadLettered.inc({ leg: dl.leg, reason: dl.reason });
-    return new Promise((resolve) => {
-      this.queue.push({ dl, resolve });
-      if (this.queue.length >= (this.opts.maxBatch ?? 500)) void this.flush();
-      else this.timer ??= setTimeout(() => void this.flush(), this.opts.lingerMs ?? 5);
-    });
-  }
-
-  private async flush(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    if (this.flushing || this.queue.length === 0) return;
-    this.flushing = true;
-    const batch = this.queue;
-    this.queue = [];
-    let attempt = 0;
-    while (!this.closed || attempt === 0) {
-      try {
-        await this.producer.send({ topic: this.topic, acks: -1, messages: batch.map((p) => toMessage(p.dl)) });
-        for (const p of batch) p.resolve();
-        break;
-      } catch (err) {
-        attempt++;
-        this.logger.error({ err: (err as Error).message, attempt, count: batch.length }, 'dead-letter write failed; retrying');
-        await sleep(Math.min(30_000, (this.opts.retryMs ?? 500) * 2 ** Math.min(attempt, 6)));
-      }
-    }
-    this.flushing = false;
-    if (this.queue.length > 0) void this.flush();
-  }
-
-  get pending(): number {
-    return this.queue.length;
-  }
-
-  close(): void {
-    this.closed = true;
+    return this.producer.send(this.topic, [toMessage(dl)]);
   }
 }
 
@@ -118,8 +73,4 @@ export function toMessage(dl: DeadLetter): { key: Buffer | string | null; value:
 
 function truncate(s: string, n: number): string {
   return s.length > n ? `${s.slice(0, n)}…` : s;
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

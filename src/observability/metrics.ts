@@ -39,6 +39,8 @@ export class Metrics {
   };
   readonly inFlight = new Gauge({ name: 'gateway_in_flight_events', help: 'events read but not yet delivered or dead-lettered', labelNames: ['leg'] as const, registers: [this.registry], collect: this.refresh });
   readonly lastSuccess = new Gauge({ name: 'gateway_connector_last_success_timestamp_seconds', help: 'time of the connector\'s last successful delivery', labelNames: ['connector'] as const, registers: [this.registry], collect: this.refresh });
+  readonly currentsRequests = new Counter({ name: 'gateway_currents_requests_total', help: 'POST /currents requests by answer status', labelNames: ['status'] as const, registers: [this.registry] });
+  readonly currentsEvents = new Counter({ name: 'gateway_currents_events_total', help: 'Currents events received, by outcome (stored, dead_lettered)', labelNames: ['outcome'] as const, registers: [this.registry] });
   readonly commits = new Counter({ name: 'gateway_offset_commits_total', help: 'offset commits', labelNames: ['leg'] as const, registers: [this.registry] });
 
   /** registers a function that sets gauges from live state before each scrape */

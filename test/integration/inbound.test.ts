@@ -1,0 +1,254 @@
+import { request } from 'undici';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { startAmplitudeStandIn, type AmplitudeStandIn } from '../../src/standins/amplitude.js';
+import { Gateway } from '../../src/gateway.js';
+import { sampleCurrentsEvent } from '../../src/demo/sample-currents.js';
+import { encodeAvroContainer, loadCurrentsSchemas, currentsEventToAvroRecord } from '../../src/inbound/currents-avro.js';
+import { memoryLogger, readTopic, testConfig, waitFor } from '../support/harness.js';
+
+const TOKEN = 'currents-token-123';
+const AMP_KEY = 'amp-key-456';
+let cluster: MockCluster;
+const cleanups: Array<() => Promise<unknown>> = [];
+
+beforeAll(async () => {
+  cluster = await startMockCluster({ brokers: 1 });
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
+});
+
+let n = 0;
+async function setup(env: Record<string, string> = {}, ampOpts: Partial<Parameters<typeof startAmplitudeStandIn>[0]> = {}) {
+  const id = `i${++n}-${Date.now()}`;
+  const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}` };
+  await cluster.createTopic(topics.currents, 4);
+  await cluster.createTopic(topics.dlq, 1);
+  const amp = await startAmplitudeStandIn({ apiKey: AMP_KEY, ...ampOpts });
+  cleanups.push(() => amp.close());
+  const config = testConfig({
+    KAFKA_BROKERS: cluster.bootstrap,
+    KAFKA_GROUP_ID: `gw-${id}`,
+    TOPIC_BRAZE_CURRENTS: topics.currents,
+    TOPIC_DEAD_LETTER: topics.dlq,
+    CURRENTS_TOKEN: TOKEN,
+    CURRENTS_ACK_TIMEOUT_MS: '2000',
+    AMPLITUDE_API_KEY: AMP_KEY,
+    AMPLITUDE_HTTP_API_URL: amp.url,
+    AMPLITUDE_LINGER_MS: '20',
+    AMPLITUDE_RETRY_BASE_MS: '50',
+    AMPLITUDE_RETRY_MAX_MS: '500',
+    AMPLITUDE_AUTH_RETRY_MS: '300',
+    AMPLITUDE_THROTTLE_HOLD_MS: '500',
+    ...env,
+  });
+  const log = memoryLogger('info');
+  const gw = new Gateway({ config, logger: log.logger });
+  cleanups.push(() => gw.stop(5_000));
+  await gw.start();
+  const url = `${gw.address}/currents`;
+  const post = (body: string | Buffer, headers: Record<string, string> = {}) =>
+    request(url, {
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}`, 'braze-currents-version': '1', ...headers },
+    }).then(async (r) => ({ status: r.statusCode, body: (await r.body.json().catch(() => ({}))) as Record<string, unknown> }));
+  return { topics, amp, gw, url, post, log, config };
+}
+
+function batch(from: number, count: number, users = 100) {
+  return JSON.stringify({ events: Array.from({ length: count }, (_, i) => sampleCurrentsEvent(from + i, { users })) });
+}
+
+async function postAll(post: (b: string) => Promise<{ status: number }>, total: number, per: number, users = 100) {
+  for (let i = 0; i < total; i += per) {
+    const r = await post(batch(i, Math.min(per, total - i), users));
+    expect(r.status).toBe(200);
+  }
+}
+
+function insertIds(amp: AmplitudeStandIn): Set<string> {
+  return new Set(amp.received.map((e) => String(e.insert_id)));
+}
+
+describe('POST /currents contract', () => {
+  it('answers 401 to a missing or wrong token, also on an empty batch, and writes nothing', async () => {
+    const { post, gw } = await setup();
+    expect((await post('{"events":[]}', { authorization: '' })).status).toBe(401);
+    expect((await post('{"events":[]}', { authorization: 'Bearer nope' })).status).toBe(401);
+    expect((await post(batch(0, 5), { authorization: `Bearer ${TOKEN}x` })).status).toBe(401);
+    expect((await post(batch(0, 5), { authorization: `Basic ${TOKEN}` })).status).toBe(401);
+    expect((await post('{"events":[]}')).status).toBe(200);
+    expect(await gw.metrics.value('gateway_currents_events_total')).toBe(0);
+    expect(await gw.metrics.value('gateway_currents_requests_total', { status: '401' })).toBe(4);
+  });
+
+  it('answers 400 to garbage, 413 to an oversized body or batch, and stays up for hostile bodies', async () => {
+    const { post, url } = await setup({ CURRENTS_MAX_BODY_BYTES: '200000', CURRENTS_MAX_EVENTS_PER_BATCH: '50' });
+    expect((await post('not json')).status).toBe(400);
+    expect((await post('{"events": 5}')).status).toBe(400);
+    expect((await post('[1,2]')).status).toBe(400);
+    expect((await post(batch(0, 51))).status).toBe(413);
+    // refused from Content-Length: the client gets the 413, not a reset connection
+    const big = Buffer.alloc(300_000, 0x20);
+    expect((await post(big)).status).toBe(413);
+    // hostile bodies
+    expect((await post('{"events":' + '['.repeat(5_000) + ']'.repeat(5_000) + '}')).status).toBe(400);
+    expect((await post(JSON.stringify({ events: [{ id: 'x', event_type: 'users.behaviors.CustomEvent', time: 1, user: { device_id: 'd'.repeat(100_000) }, properties: {} }] }))).status).toBe(400);
+    expect((await post('{"events":[{"__proto__":{"polluted":true},"id":"a"}]}')).status).toBe(400);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect((await post(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]))).status).toBe(400);
+    // still alive and answering
+    const ok = await request(url.replace('/currents', '/healthz'));
+    expect(ok.statusCode).toBe(200);
+    await ok.body.dump();
+  });
+
+  it('stores a good batch in Kafka before answering, keyed by identity, and dead-letters the bad events of it', async () => {
+    const { post, topics } = await setup({ AMPLITUDE_API_KEY: '' });
+    const good = Array.from({ length: 10 }, (_, i) => sampleCurrentsEvent(i, { users: 10 }));
+    const noIdentity = { id: 'no-id-1', event_type: 'users.behaviors.CustomEvent', time: 1_700_000_000, user: { user_id: 'braze-only' }, properties: { name: 'x' } };
+    const broken = { id: 'broken', event_type: 7, time: 'yesterday' };
+    const r = await post(JSON.stringify({ events: [...good, noIdentity, broken] }));
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ stored: 10, dead_lettered: 2 });
+    const stored = await readTopic(cluster.bootstrap, topics.currents, 10, 10_000);
+    expect(stored.map((m) => m.key).sort()).toEqual(good.map((e) => e.user.device_id).sort());
+    const dl = await readTopic(cluster.bootstrap, topics.dlq, 2, 10_000);
+    expect(dl.map((m) => m.headers.reason).sort()).toEqual(['missing_event_type', 'no_identity']);
+    expect(dl.every((m) => m.headers.connector === 'currents' && m.headers.leg === 'inbound')).toBe(true);
+  });
+
+  it('accepts Avro object container files (avro/binary)', async () => {
+    const { post, amp } = await setup();
+    const schemas = loadCurrentsSchemas();
+    const events = Array.from({ length: 20 }, (_, i) => sampleCurrentsEvent(i * 4, { users: 20 })); // all CustomEvent
+    const file = await encodeAvroContainer(schemas['users.behaviors.CustomEvent']!, events.map((e) => currentsEventToAvroRecord(e)), { codec: 'deflate' });
+    const r = await post(file, { 'content-type': 'avro/binary' });
+    expect(r.status).toBe(200);
+    expect(r.body.stored).toBe(20);
+    await amp.waitForEvents(20, 20_000);
+    expect(amp.received.map((e) => e.event_type)).toEqual(Array(20).fill('[Appboy] [Custom Event] level_completed'));
+  });
+
+  it('answers 503 while the broker is down, and 200 once it is back', async () => {
+    const { post } = await setup({ AMPLITUDE_API_KEY: '' });
+    expect((await post(batch(0, 5))).status).toBe(200);
+    await cluster.brokerDown(1);
+    try {
+      const r = await post(batch(5, 5));
+      expect(r.status).toBe(503);
+    } finally {
+      await cluster.brokerUp(1);
+    }
+    await waitFor(async () => (await post(batch(10, 5))).status, (s) => s === 200, 30_000, '200 after the broker returned');
+  });
+});
+
+describe('inbound leg: Currents -> Kafka -> Amplitude HTTP API', () => {
+  it('delivers thousands of Currents events once each, with exact field values', async () => {
+    const { post, amp, gw } = await setup();
+    await postAll(post, 4_000, 100, 300);
+    await amp.waitForEvents(4_000, 40_000);
+    expect(insertIds(amp).size).toBe(4_000);
+    const byId = new Map(amp.received.map((e) => [String(e.insert_id), e]));
+    const custom = byId.get('cur-0000000004')!;
+    expect(custom).toMatchObject({
+      event_type: '[Appboy] [Custom Event] level_completed',
+      user_id: 'user-000004',
+      device_id: 'device-000004',
+      time: (1_741_942_800 + 4) * 1000,
+      insert_id: 'cur-0000000004',
+    });
+    expect((custom.event_properties as Record<string, unknown>)['[Custom event property] level']).toBe(4);
+    const purchase = byId.get('cur-0000000002')!;
+    expect(purchase).toMatchObject({ productId: 'pro_annual', price: 49.99 });
+    const open = byId.get('cur-0000000001')!;
+    expect(open.event_type).toBe('[Appboy] Email Open');
+    // users with no external id go by device only
+    const anon = byId.get('cur-0000000005')!; // user 5 % 5 === 0 has no external id
+    expect(anon.user_id).toBeUndefined();
+    expect(anon.device_id).toBe('device-000005');
+    expect(amp.stats.maxEventsInRequest).toBeLessThan(2_000);
+    expect(amp.stats.byStatus[429] ?? 0).toBe(0);
+    expect(await gw.metrics.value('gateway_events_dead_lettered_total')).toBe(0);
+  });
+
+  it('dead-letters the events a 400 names and resends the rest', async () => {
+    const { post, amp, topics } = await setup({ AMPLITUDE_LINGER_MS: '300' });
+    amp.injectFaults({ status: 400, count: 1, body: { code: 400, error: 'Invalid field values on some events', events_with_invalid_fields: { time: [1, 3] }, events_with_missing_fields: {} } });
+    await post(batch(0, 10, 10));
+    await amp.waitForEvents(8, 20_000);
+    const dl = await readTopic(cluster.bootstrap, topics.dlq, 2, 10_000);
+    expect(dl.map((m) => m.headers.reason)).toEqual(['invalid_fields', 'invalid_fields']);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(amp.received.length).toBe(8);
+  });
+
+  it('stops on an invalid API key without losing anything, then delivers once the key works', async () => {
+    const { post, amp, gw } = await setup();
+    amp.setApiKey('rotated-key');
+    await postAll(post, 500, 100);
+    const failing = await waitFor(() => gw.health.snapshots().find((s) => s.name === 'amplitude')!, (s) => s.state === 'failing', 10_000, 'failing');
+    expect(failing.lastErrorClass).toBe('auth');
+    expect(await gw.metrics.value('gateway_events_dead_lettered_total')).toBe(0);
+    amp.setApiKey(AMP_KEY);
+    await amp.waitForEvents(500, 20_000);
+    expect(insertIds(amp).size).toBe(500);
+  });
+
+  it('halves a batch Amplitude answers 413', async () => {
+    const { post, amp } = await setup({ AMPLITUDE_LINGER_MS: '300' });
+    amp.injectFaults({ status: 413, count: 2 });
+    await post(batch(0, 100, 50));
+    await amp.waitForEvents(100, 20_000);
+    expect(insertIds(amp).size).toBe(100);
+    expect(amp.stats.byStatus[413]).toBe(2);
+  });
+
+  it('holds just the throttled devices on a 429 while the others go on', async () => {
+    const { post, amp } = await setup({ AMPLITUDE_LINGER_MS: '200', AMPLITUDE_THROTTLE_HOLD_MS: '1500' });
+    amp.injectFaults({
+      status: 429,
+      count: 1,
+      body: { code: 429, error: 'Too many requests for some devices and users', eps_threshold: 30, throttled_devices: { 'device-000003': 31 }, throttled_users: {}, throttled_events: [], exceeded_daily_quota_devices: {}, exceeded_daily_quota_users: {} },
+    });
+    const t0 = Date.now();
+    await post(batch(0, 20, 20));
+    await amp.waitForEvents(19, 10_000);
+    const tOthers = Date.now() - t0;
+    expect(amp.received.some((e) => e.device_id === 'device-000003')).toBe(false);
+    await amp.waitForEvents(20, 10_000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1_500);
+    expect(tOthers).toBeLessThan(1_500);
+  });
+
+  it('parks the events of ids over their daily quota with reason daily_quota', async () => {
+    const { post, amp, topics } = await setup({ AMPLITUDE_LINGER_MS: '200' });
+    amp.injectFaults({
+      status: 429,
+      count: 1,
+      body: { code: 429, error: 'Too many requests for some devices and users', eps_threshold: 30, throttled_devices: {}, throttled_users: {}, throttled_events: [], exceeded_daily_quota_devices: { 'device-000002': 500000 }, exceeded_daily_quota_users: {} },
+    });
+    await post(batch(0, 10, 10));
+    await amp.waitForEvents(9, 10_000);
+    const dl = await readTopic(cluster.bootstrap, topics.dlq, 1, 10_000);
+    expect(dl[0]!.headers.reason).toBe('daily_quota');
+    expect(JSON.parse(dl[0]!.value!.toString()).user.device_id).toBe('device-000002');
+  });
+
+  it('rides out a 5xx storm with nothing lost', async () => {
+    const { post, amp, gw } = await setup();
+    amp.injectFaults({ status: 503, count: 10 });
+    amp.injectFaults({ status: 500, count: 5 });
+    amp.injectFaults({ status: 0, count: 3 });
+    await postAll(post, 1_000, 100);
+    await amp.waitForEvents(1_000, 30_000);
+    expect(insertIds(amp).size).toBe(1_000);
+    expect(await gw.metrics.value('gateway_destination_retries_total', { destination: 'amplitude' })).toBeGreaterThanOrEqual(18);
+  });
+});
