@@ -14,6 +14,8 @@ import { createOutboundMapper } from './outbound/map-to-braze.js';
 import { buildServer, type ReadinessCheck } from './server.js';
 import { AmplitudeLeg } from './inbound/amplitude-leg.js';
 import { currentsRoute } from './inbound/currents-route.js';
+import { IdPacer } from './inbound/id-pacer.js';
+import { RetrySink } from './inbound/retry-sink.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -40,6 +42,8 @@ export class Gateway {
   private amplitudeLeg: AmplitudeLeg | undefined;
   private ingestProducer: Producer | undefined;
   private ingestBatcher: BatchingProducer | undefined;
+  private retryProducer: BatchingProducer | undefined;
+  private pacer: IdPacer | undefined;
   private server: FastifyInstance | undefined;
   private producerConnected = false;
   private stopped = false;
@@ -149,17 +153,40 @@ export class Gateway {
     if (config.amplitude.apiKey) {
       const health = this.health.connector('amplitude', 'amplitude');
       let loop: ConsumerLoop | undefined;
+      let retryLoop: ConsumerLoop | undefined;
+      if (config.limits.enabled) this.pacer = new IdPacer(config.limits, this.clock, this.metrics);
+      this.retryProducer = new BatchingProducer(this.producer, logger, { name: 'retry', lingerMs: 5, maxBatch: 1_000, maxInFlight: 2, maxAttempts: Infinity, retryBaseMs: 500, ackTimeoutMs: 30_000 });
       this.amplitudeLeg = new AmplitudeLeg({
         amplitude: { ...config.amplitude, apiKey: config.amplitude.apiKey },
         settings: config.inbound,
+        ...(this.pacer ? { pacer: this.pacer } : {}),
+        retry: { topic: config.topics.retry, producer: this.retryProducer },
         deadLetters: this.deadLetters,
         health,
         logger: logger.child({ leg: 'inbound' }),
         metrics: this.metrics,
         clock: this.clock,
-        onStopped: (stopped) => (stopped ? loop?.pause() : loop?.resume()),
-        onProgress: () => loop?.requestCommit(),
+        onStopped: (stopped) => {
+          for (const l of [loop, retryLoop]) stopped ? l?.pause() : l?.resume();
+        },
+        onProgress: () => {
+          loop?.requestCommit();
+          retryLoop?.requestCommit();
+        },
       });
+      retryLoop = new ConsumerLoop({
+        kafka,
+        groupId: `${config.kafka.groupId}.retry`,
+        topics: [config.topics.retry],
+        leg: 'inbound',
+        sink: new RetrySink(this.amplitudeLeg, this.clock, config.limits.retryMaxHeld),
+        logger: logger.child({ leg: 'inbound', topic: 'retry' }),
+        metrics: this.metrics,
+        fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
+        sessionTimeoutMs: config.kafka.sessionTimeoutMs,
+        commitIntervalMs: config.kafka.commitIntervalMs,
+      });
+      this.loops.push(retryLoop);
       loop = new ConsumerLoop({
         kafka,
         groupId: `${config.kafka.groupId}.inbound`,
@@ -188,7 +215,7 @@ export class Gateway {
     } else {
       await this.server.ready();
     }
-    for (const loop of this.loops) await loop.start();
+    await Promise.all(this.loops.map((l) => l.start()));
   }
 
   /** Gauges computed at scrape time, so they are never stale. */
@@ -197,6 +224,8 @@ export class Gateway {
     m.onCollect(() => {
       m.inFlight.set({ leg: 'outbound' }, this.brazeLeg?.pending ?? 0);
       m.inFlight.set({ leg: 'inbound' }, this.amplitudeLeg?.pending ?? 0);
+      m.limiterTracked.set(this.pacer?.trackedIdentities ?? 0);
+      m.limiterAboveQuota.set(this.pacer?.identitiesAbove(0.8) ?? 0);
       for (const s of this.health.snapshots()) if (s.lastSuccessMs !== undefined) m.lastSuccess.set({ connector: s.name }, s.lastSuccessMs / 1000);
     });
   }

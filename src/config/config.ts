@@ -92,6 +92,27 @@ export interface InboundSettings {
   };
 }
 
+export interface LimitSettings {
+  enabled: boolean;
+  /** Amplitude's per-id limit; the pacing leaves headroom for batching jitter (see README) */
+  eventsPerSecond: number;
+  dailyQuota: number;
+  /** longest an event is held in memory for its id's rate before it is parked in the retry topic */
+  maxDelayMs: number;
+  /** what arrives between the limiter and Amplitude's clock: linger plus round trip */
+  pacingJitterMs: number;
+  quotaAction: 'park' | 'dead-letter';
+  idleEvictMs: number;
+  /** parked events held in memory until due before the retry consumer pauses */
+  retryMaxHeld: number;
+}
+
+export interface HealthSettings {
+  dropWindowMs: number;
+  checkIntervalMs: number;
+  saveIntervalMs: number;
+}
+
 export interface GatewayConfig {
   kafka: KafkaSettings;
   topics: Topics;
@@ -103,6 +124,8 @@ export interface GatewayConfig {
   currents?: CurrentsSettings;
   /** the delivery of braze.currents to Amplitude; on when AMPLITUDE_API_KEY is set */
   inbound: InboundSettings;
+  limits: LimitSettings;
+  health: HealthSettings;
   http: { port: number; host: string };
   logLevel: LogLevel;
 }
@@ -142,6 +165,21 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
   const amplitude = readAmplitude(r);
   const currents = readCurrents(r);
   const inbound = readInbound(r);
+  const limits: LimitSettings = {
+    enabled: r.bool('AMPLITUDE_LIMITS_ENABLED', { path: 'limits.enabled', default: true, doc: 'pace each device and user id on the Amplitude leg' }),
+    eventsPerSecond: r.int('AMPLITUDE_ID_EVENTS_PER_SECOND', { path: 'limits.eventsPerSecond', default: 30, min: 1, max: 10_000, doc: 'most events Amplitude accepts per device id and per user id in any second' }),
+    dailyQuota: r.int('AMPLITUDE_ID_DAILY_QUOTA', { path: 'limits.dailyQuota', default: 500_000, min: 1, doc: 'most events per device id and per user id in any rolling 24 h' }),
+    maxDelayMs: r.int('AMPLITUDE_ID_MAX_DELAY_MS', { path: 'limits.maxDelayMs', default: 2_000, min: 0, max: 60_000, doc: 'longest an event waits in memory for its id\'s rate before it is parked in the retry topic' }),
+    pacingJitterMs: r.int('AMPLITUDE_ID_PACING_JITTER_MS', { path: 'limits.pacingJitterMs', default: 200, min: 0, max: 5_000, doc: 'headroom for batching delay between the limiter and Amplitude\'s clock' }),
+    quotaAction: r.oneOf('AMPLITUDE_QUOTA_ACTION', { path: 'limits.quotaAction', values: ['park', 'dead-letter'] as const, default: 'park', doc: '`park`: events over the daily quota wait in the retry topic until the window allows; `dead-letter`: they go to the dead-letter topic (reason daily_quota) for `replay`' }),
+    idleEvictMs: r.int('AMPLITUDE_ID_IDLE_EVICT_MS', { path: 'limits.idleEvictMs', default: 600_000, min: 1_000, doc: 'ids idle this long leave the fast table (their daily counts are kept)' }),
+    retryMaxHeld: r.int('RETRY_MAX_HELD', { path: 'limits.retryMaxHeld', default: 100_000, min: 100, doc: 'parked events held in memory until due before the retry consumer pauses' }),
+  };
+  const health: HealthSettings = {
+    dropWindowMs: r.int('DROP_WINDOW_MS', { path: 'health.dropWindowMs', default: 48 * 3_600_000, min: 1_000, doc: 'a connector without a successful delivery this long has its older pending events moved to the dead-letter topic (Amplitude drops them at 48 h)' }),
+    checkIntervalMs: r.int('HEALTH_CHECK_INTERVAL_MS', { path: 'health.checkIntervalMs', default: 30_000, min: 100, doc: 'how often the drop window is checked' }),
+    saveIntervalMs: r.int('HEALTH_SAVE_INTERVAL_MS', { path: 'health.saveIntervalMs', default: 10_000, min: 100, doc: 'how often connector health is written to the state topic' }),
+  };
   const http = {
     port: r.int('HTTP_PORT', { path: 'http.port', default: 8080, min: 0, max: 65535, doc: 'port of /currents, /metrics, /healthz, /readyz, /connectors' }),
     host: r.string('HTTP_HOST', { path: 'http.host', default: '0.0.0.0', doc: 'address the HTTP server binds to' }),
@@ -152,7 +190,7 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     default: 'info',
     doc: 'pino log level',
   });
-  return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currents ? { currents } : {}), inbound, http, logLevel };
+  return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currents ? { currents } : {}), inbound, limits, health, http, logLevel };
 }
 
 function readKafka(r: SettingsReader, requireKafka: boolean): KafkaSettings {

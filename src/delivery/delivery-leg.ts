@@ -52,6 +52,9 @@ export abstract class DeliveryLeg<I extends LegItem> implements MessageSink {
   private stopped = false;
   private draining = false;
   private readonly drainWaiters = new Set<() => void>();
+  /** set by the drop window: events first seen before it are moved to the dead-letter topic */
+  private expiryCutoff: number | undefined;
+  private expiredCount = 0;
 
   constructor(protected readonly d: DeliveryLegDeps) {
     this.queue = new KeyedBatchQueue<I>(d.limits);
@@ -164,13 +167,59 @@ export abstract class DeliveryLeg<I extends LegItem> implements MessageSink {
     this.inFlightRequests++;
   }
 
-  protected async waitForBackoff(): Promise<void> {
-    const wait = this.backoff.waitMs();
-    if (wait > 0) await sleep(wait);
+  /**
+   * Waits out the destination's back-off before a try, in slices, so that a batch held for hours
+   * behind a refused key still notices the drop window; returns the items still to send.
+   */
+  protected async beforeAttempt(items: I[]): Promise<I[]> {
+    let rest = items;
+    for (;;) {
+      rest = await this.expireAmong(rest);
+      const wait = this.backoff.waitMs();
+      if (wait <= 0 || rest.length === 0) return rest;
+      await sleep(Math.min(wait, 1_000));
+    }
+  }
+
+  private async expireAmong(items: I[]): Promise<I[]> {
+    const cutoff = this.expiryCutoff;
+    if (cutoff === undefined) return items;
+    const old = items.filter((i) => i.seenMs < cutoff);
+    if (old.length === 0) return items;
+    await this.expire(old, cutoff);
+    return items.filter((i) => i.seenMs >= cutoff);
+  }
+
+  protected expire(items: Array<Pick<I, 'msg' | 'seenMs'>>, cutoff: number): Promise<void> {
+    this.expiredCount += items.length;
+    const age = (i: Pick<I, 'seenMs'>) => Math.round((this.d.clock.now() - i.seenMs) / 1000);
+    return Promise.all(
+      items.map((i) =>
+        this.deadLetter(i.msg, 'drop_window_expired', `undelivered for ${age(i)} s; the connector has had no successful delivery since before ${new Date(cutoff).toISOString()}`),
+      ),
+    ).then(() => undefined);
+  }
+
+  /** Items held outside the batch queue (subclasses' own holds) that the drop window must also reach. */
+  protected async expireHeld(_cutoff: number): Promise<void> {}
+
+  /**
+   * The drop window fired: every event first seen before `cutoff` leaves for the dead-letter topic
+   * (reason drop_window_expired), queued ones now, in-flight ones at their next try. Resolves with
+   * how many went, once the waiting batches have had a chance to look.
+   */
+  async expireBefore(cutoff: number): Promise<number> {
+    const start = this.expiredCount;
+    this.expiryCutoff = cutoff;
+    await this.expire(this.queue.removeWhere((i) => i.seenMs < cutoff), cutoff);
+    await this.expireHeld(cutoff);
+    await sleep(1_500);
+    return this.expiredCount - start;
   }
 
   /** Counts delivered events and records the success on the connector. */
   protected delivered(count: number): void {
+    this.expiryCutoff = undefined;
     this.backoff.onSuccess();
     this.d.metrics.delivered.inc({ leg: this.d.leg }, count);
     this.d.health.recordSuccess(count);

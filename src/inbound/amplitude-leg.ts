@@ -8,6 +8,8 @@ import { classifyAmplitudeResponse, type DroppedEvent } from './amplitude-respon
 import { safeJsonParse, validateCurrentsEvent } from './currents-body.js';
 import { identityKey, mapCurrentsEvent, type CurrentsMappingOptions } from './currents-to-amplitude.js';
 import { RECEIVED_AT_HEADER } from './currents-route.js';
+import type { IdPacer, PacedIds } from './id-pacer.js';
+import type { BatchingProducer } from '../kafka/batching-producer.js';
 
 export const AMPLITUDE_DESTINATION = 'amplitude';
 const USER_AGENT = 'amplitude-braze-gateway/0.1';
@@ -21,7 +23,14 @@ export interface AmplitudeItem extends LegItem {
 export type AmplitudeLegDeps = Omit<DeliveryLegDeps, 'leg' | 'destination' | 'limits' | 'concurrency' | 'lingerMs' | 'maxInFlightEvents' | 'backoff'> & {
   amplitude: AmplitudeSettings & { apiKey: string };
   settings: InboundSettings;
+  /** per-id pacing; absent when limits are off */
+  pacer?: IdPacer;
+  /** where events over their id's rate or quota wait (the retry topic) */
+  retry?: { topic: string; producer: BatchingProducer };
 };
+
+export const NOT_BEFORE_HEADER = 'not-before';
+export const PARK_REASON_HEADER = 'reason';
 
 /**
  * The inbound leg after Kafka: Currents events become Amplitude events, batched under Amplitude's
@@ -34,6 +43,8 @@ export class AmplitudeLeg extends DeliveryLeg<AmplitudeItem> {
   private readonly mapping: CurrentsMappingOptions;
   private readonly apiKeyJson: string;
   private readonly optionsJson: string;
+  /** per key, events waiting in memory for their id's rate, oldest first */
+  private readonly holds = new Map<string, { items: AmplitudeItem[]; timer?: NodeJS.Timeout }>();
 
   constructor(private readonly deps: AmplitudeLegDeps) {
     const s = deps.settings;
@@ -80,7 +91,7 @@ export class AmplitudeLeg extends DeliveryLeg<AmplitudeItem> {
     const ev = r.event;
     const eventJson = JSON.stringify(ev);
     const receivedAt = Number(headerString(msg.headers[RECEIVED_AT_HEADER]));
-    return {
+    const item: AmplitudeItem = {
       key: identityKey(ev, this.mapping) ?? '',
       msg,
       eventJson,
@@ -92,12 +103,97 @@ export class AmplitudeLeg extends DeliveryLeg<AmplitudeItem> {
       bytes: eventJson.length + 1,
       seenMs: Number.isFinite(receivedAt) && receivedAt > 0 ? receivedAt : this.d.clock.now(),
     };
+    return this.pace(item, msg.topic === this.deps.retry?.topic);
+  }
+
+  /** Sends the item now, or holds, parks or dead-letters it as its ids' rate and quota say. */
+  private pace(item: AmplitudeItem, retried: boolean): AmplitudeItem | undefined {
+    const pacer = this.deps.pacer;
+    if (!pacer) return item;
+    const ids = pacedIds(item);
+    const v = retried ? pacer.decideRetried(ids) : pacer.decide(ids);
+    switch (v.kind) {
+      case 'send':
+        return item;
+      case 'hold': {
+        const h = this.holds.get(item.key);
+        if (h) h.items.push(item);
+        else this.holds.set(item.key, { items: [item], timer: setTimeout(() => this.releaseHeld(item.key), Math.max(0, v.untilMs - this.d.clock.now())) });
+        return undefined;
+      }
+      case 'park':
+        void this.park(item, v.untilMs, v.reason);
+        return undefined;
+      case 'dead_letter':
+        void this.deadLetter(item.msg, 'daily_quota', `over the daily quota until ${new Date(v.untilMs).toISOString()}`);
+        return undefined;
+    }
+  }
+
+  /** Moves a key's held events into the batch queue as their ids' rate admits them. */
+  private releaseHeld(key: string): void {
+    const h = this.holds.get(key);
+    const pacer = this.deps.pacer;
+    if (!h || !pacer) return;
+    h.timer = undefined;
+    while (h.items.length > 0) {
+      const head = h.items[0] as AmplitudeItem;
+      const v = pacer.recheck(pacedIds(head));
+      if (v.kind === 'hold') {
+        h.timer = setTimeout(() => this.releaseHeld(key), Math.max(1, v.untilMs - this.d.clock.now()));
+        return;
+      }
+      h.items.shift();
+      if (v.kind === 'send') this.queue.push(head);
+      else {
+        pacer.release(key);
+        if (v.kind === 'park') void this.park(head, v.untilMs, v.reason);
+        else void this.deadLetter(head.msg, 'daily_quota', `over the daily quota until ${new Date(v.untilMs).toISOString()}`);
+      }
+    }
+    this.holds.delete(key);
+    this.pump();
+  }
+
+  /** Writes the event to the retry topic with its not-before time; its offset is released once stored. */
+  private async park(item: AmplitudeItem, untilMs: number, reason: string): Promise<void> {
+    const retry = this.deps.retry;
+    if (!retry) {
+      await this.deadLetter(item.msg, reason, 'no retry topic configured');
+      return;
+    }
+    await retry.producer.send(retry.topic, [
+      {
+        key: item.key,
+        value: item.msg.value,
+        headers: { [NOT_BEFORE_HEADER]: String(Math.ceil(untilMs)), [PARK_REASON_HEADER]: reason, [RECEIVED_AT_HEADER]: String(item.seenMs) },
+      },
+    ]);
+    this.finish(item.msg);
+  }
+
+  protected override async expireHeld(cutoff: number): Promise<void> {
+    const expired: AmplitudeItem[] = [];
+    for (const [key, h] of this.holds) {
+      const keep = h.items.filter((i) => i.seenMs >= cutoff);
+      for (const i of h.items) if (i.seenMs < cutoff) {
+        expired.push(i);
+        this.deps.pacer?.release(key);
+      }
+      h.items = keep;
+      if (keep.length === 0) {
+        if (h.timer) clearTimeout(h.timer);
+        this.holds.delete(key);
+      }
+    }
+    await this.expire(expired, cutoff);
   }
 
   protected async deliver(items: AmplitudeItem[]): Promise<void> {
     const { metrics } = this.d;
     for (;;) {
-      await this.waitForBackoff();
+      items = await this.beforeAttempt(items);
+      if (items.length === 0) return;
       const body = `{"api_key":${this.apiKeyJson},"events":[${items.map((i) => i.eventJson).join(',')}],"options":${this.optionsJson}}`;
       metrics.batchSize.observe({ destination: AMPLITUDE_DESTINATION }, items.length);
       this.d.health.recordAttempt();
@@ -182,8 +278,13 @@ export class AmplitudeLeg extends DeliveryLeg<AmplitudeItem> {
   }
 
   protected async closeTransport(): Promise<void> {
+    for (const h of this.holds.values()) if (h.timer) clearTimeout(h.timer);
     await this.sender.close();
   }
+}
+
+function pacedIds(it: AmplitudeItem): PacedIds {
+  return { key: it.key, ...(it.deviceId ? { deviceId: it.deviceId } : {}), ...(it.userId ? { userId: it.userId } : {}) };
 }
 
 function idSet(devices: string[], users: string[]): { devices: Set<string>; users: Set<string> } {

@@ -3,31 +3,30 @@
  * (30 events in any 1 s window, 500,000 events per rolling 24 h).
  *
  * Memory model. A limiter object per identity costs kilobytes; a million active devices would
- * not fit. Instead every identity is a fixed-size record in one ArrayBuffer (64 bytes with the
- * default 24 h / 1 h window) plus a 12-byte entry in an open-addressing index keyed by a
- * seeded 64-bit hash of the identity. The identity string itself is never retained, so the
- * caller's (usually transient) id strings can be collected.
+ * not fit. Instead every identity is a fixed-size record in one ArrayBuffer (72 bytes with the
+ * default 24 h / 1 h window) plus an 8-byte entry in an open-addressing index, keyed by a seeded
+ * 64-bit hash of the identity: about 92 bytes per identity at a million. The identity string is
+ * never retained, so the caller's (usually transient) id strings can be collected.
  *
  * Hash collisions: two identities whose 64-bit hashes collide (about 3e-8 for a million live
- * identities) share one record. That only ever throttles them harder, never lets either
- * exceed a limit, so the trade is safe. The seed is random per instance so crafted ids cannot
- * target a victim's record or build long probe chains.
+ * identities) share one record. That only ever throttles them harder, never lets either exceed
+ * a limit, so the trade is safe. The seed is random per instance so crafted ids cannot target a
+ * victim's record or build long probe chains.
  *
  * Rate rule (strict "at most N in any 1 s window"). A plain GCRA with tolerance (burst-1)*T lets
  * burst+1 events into some 1 s window, so it is not used as is. Each admitted event instead gets
- * a virtual slot of length T = window/N on a timeline ending at TAT, with every slot starting no
- * earlier than (its event's time - 1 ms + 1 tick), slots disjoint. Because clock times are whole
- * milliseconds, every event inside the window (t-1000, t] then has its slot inside (t-1000, TAT],
- * so the window holds fewer than (TAT - (t-1000)) / T events; admitting n more is safe when
- * TAT + (n-1)T <= t. That alone forbids bursts from single calls, so a second bound is kept: L,
- * the number of events admitted since the identity was last idle for a full window (when the
- * window was provably empty). The window cannot hold more than L events, so admitting n is also
- * safe when L + n <= N. Together: a full burst of N after idle, exactly N per window sustained,
- * and never N+1 in any window (checked by brute force in the unit tests).
+ * a virtual slot of length T = 1000/N ms on a timeline ending at TAT, slots disjoint, each slot
+ * starting no earlier than 1 ms minus one tick before its event. Clock times are whole
+ * milliseconds, so every event inside the window (t-1000, t] then has its slot inside
+ * (t-1000, TAT]: the window holds fewer than (TAT - (t-1000)) / T events, and admitting n more is
+ * safe when TAT + (n-1)T <= t. Alone that forbids bursts from single calls, so a second bound is
+ * kept: L, the number of events admitted since the window was last provably empty; admitting n is
+ * also safe when L + n <= N. Together: a full burst of N after idle, exactly N per second
+ * sustained, and never N+1 in any window (brute-forced in the unit tests).
  *
- * Daily rule: ceil(window/bucket)+1 ring buckets (25 for 24 h / 1 h) of 16-bit counts. A bucket
- * stays counted until the whole bucket is older than the window, i.e. an event counts for between
- * window and window+bucket, so the rolling quota is never exceeded however the hours align.
+ * Daily rule: ceil(window/bucket)+1 ring buckets (25 for 24 h / 1 h) of 16-bit counts and their
+ * cached sum. A bucket stays counted until the whole bucket is older than the window, so an event
+ * counts for between window and window+bucket and the rolling quota holds however hours align.
  */
 import { systemClock, type Clock } from '../clock.js';
 
@@ -63,6 +62,14 @@ const TWO_POW_21 = 2_097_152;
 /** tryTakeMany chunk: big enough to overlap many misses, small enough to stay in L1/L2. */
 const BATCH = 256;
 
+// Record layout, in units of each typed-array view from the record start:
+const I32_HEAD = 2; // newest ring bucket (next free record while free)
+const U32_SUM = 3; // sum of all ring buckets
+const I32_HASH_HI = 4; // upper half of the identity hash; the index holds the lower half
+const U16_RUN = 10; // L: events since the rate window was last empty (0 = not tracked)
+const U16_BUCKETS = 11;
+const HEADER_BYTES = 22;
+
 const ALLOW: LimitDecision = Object.freeze({ kind: 'allow' });
 
 /** Murmur3 finalizer: the per-character mixing below is cheap, this gives the avalanche. */
@@ -81,8 +88,8 @@ function randomSeed(): number {
 }
 
 /**
- * Parked (evicted) identity: its non-expired daily buckets. A single bucket, by far the common
- * case for an idle identity, is packed into one number to keep the side map small.
+ * Parked (evicted) identity: its non-expired daily buckets as [bucket, count, ...]. A single
+ * bucket, by far the common case for an idle identity, is packed into one number instead.
  */
 type Parked = number | number[];
 
@@ -106,38 +113,36 @@ export class IdentityLimiter {
   /** A slot may start this many ticks before its event (one millisecond minus one tick). */
   private readonly tEarly: number;
 
-  // Record layout (stride bytes = 14 + 2*ring, rounded up to 8):
-  //   f64[0] TAT in ticks (NaN = free record) | i32[2] newest bucket (next free when free)
-  //   u16[6] L, events since the window was last empty (0 = unknown) | u16[7..] bucket counts
   private readonly s64: number;
   private readonly s32: number;
   private readonly s16: number;
   private buf: ArrayBuffer;
+  /** TAT in ticks at the record start; NaN marks a free record. */
   private f64: Float64Array;
   private i32: Int32Array;
+  private u32: Uint32Array;
   private u16: Uint16Array;
   private capacityRecords: number;
   private hwm = 0;
   private freeHead = -1;
   private live = 0;
 
-  // Index: open addressing, linear probing, entries [hashLo, hashHi, record+1] (0 = empty).
+  // Index: open addressing, linear probing, entries [hash lower half, record + 1] (0 = empty).
   private idx: Int32Array;
   private mask: number;
-  private indexed = 0;
   private readonly seedA: number;
   private readonly seedB: number;
   private h0 = 0;
   private h1 = 0;
   private probe = 0;
 
-  private readonly wideBuckets = new Map<number, number>();
   private curBucket = 0;
   private curStart = Infinity;
   private readonly batchLo = new Int32Array(BATCH);
   private readonly batchHi = new Int32Array(BATCH);
   private readonly batchSlot = new Int32Array(BATCH);
   private sink = 0;
+  private readonly wideBuckets = new Map<number, number>();
   private readonly parked = new Map<number, Parked>();
 
   constructor(limits: IdentityLimits, clock: Clock = systemClock) {
@@ -150,8 +155,9 @@ export class IdentityLimiter {
       throw new RangeError(`burst must be an integer in 1..eventsPerSecond, got ${burst}`);
     }
     const quota = limits.dailyQuota;
-    if (!Number.isInteger(quota) || quota < 1 || quota > 0xffffffff) {
-      throw new RangeError(`dailyQuota must be a positive integer, got ${quota}`);
+    // Half the u32 range, so the cached sum survives merging two parked records that collided.
+    if (!Number.isInteger(quota) || quota < 1 || quota > 0x7fffffff) {
+      throw new RangeError(`dailyQuota must be an integer in 1..2^31-1, got ${quota}`);
     }
     const windowMs = limits.windowMs ?? 24 * HOUR_MS;
     const bucketMs = limits.bucketMs ?? HOUR_MS;
@@ -174,7 +180,7 @@ export class IdentityLimiter {
     this.tBurst = burst * RATE_WINDOW_MS;
     this.tEarly = n - 1;
 
-    const stride = Math.ceil((14 + 2 * ring) / 8) * 8;
+    const stride = Math.ceil((HEADER_BYTES + 2 * ring) / 8) * 8;
     this.s64 = stride / 8;
     this.s32 = stride / 4;
     this.s16 = stride / 2;
@@ -182,8 +188,9 @@ export class IdentityLimiter {
     this.buf = new ArrayBuffer(stride * INITIAL_RECORDS);
     this.f64 = new Float64Array(this.buf);
     this.i32 = new Int32Array(this.buf);
+    this.u32 = new Uint32Array(this.buf);
     this.u16 = new Uint16Array(this.buf);
-    this.idx = new Int32Array(3 * INITIAL_INDEX);
+    this.idx = new Int32Array(2 * INITIAL_INDEX);
     this.mask = INITIAL_INDEX - 1;
     this.seedA = randomSeed();
     this.seedB = randomSeed();
@@ -240,6 +247,7 @@ export class IdentityLimiter {
     }
     const tRel = Math.floor(this.clock.now()) - this.epoch;
     const c = this.bucketAt(tRel);
+    const bucketPos = ((c % this.ring) + this.ring) % this.ring;
     const los = this.batchLo;
     const his = this.batchHi;
     const slots = this.batchSlot;
@@ -255,19 +263,43 @@ export class IdentityLimiter {
       }
       const idx = this.idx;
       const mask = this.mask;
-      for (let j = 0; j < n; j++) touch += idx[3 * ((los[j] ?? 0) & mask)] ?? 0;
+      for (let j = 0; j < n; j++) touch += idx[2 * ((los[j] ?? 0) & mask)] ?? 0;
+      // Candidates by the index half of the hash only, so the record loads below are independent.
       for (let j = 0; j < n; j++) {
-        this.h0 = los[j] ?? 0;
-        this.h1 = his[j] ?? 0;
-        let slot = this.lookup();
-        if (slot < 0) slot = this.insert(c, tRel);
-        slots[j] = slot;
+        const lo = los[j] ?? 0;
+        let p = lo & mask;
+        let cand = -1;
+        for (;;) {
+          const rec = idx[2 * p + 1] ?? 0;
+          if (rec === 0) break;
+          if (idx[2 * p] === lo) {
+            cand = rec - 1;
+            break;
+          }
+          p = (p + 1) & mask;
+        }
+        slots[j] = cand;
       }
       const f64 = this.f64;
-      const s64 = this.s64;
-      for (let j = 0; j < n; j++) touch += f64[(slots[j] ?? 0) * s64] ?? 0;
+      const u16 = this.u16;
+      for (let j = 0; j < n; j++) {
+        const cand = slots[j] ?? -1;
+        if (cand >= 0) touch += (f64[cand * this.s64] ?? 0) + (u16[cand * this.s16 + U16_BUCKETS + bucketPos] ?? 0);
+      }
       // Stored so the touching loads above are not optimised away.
       this.sink = touch;
+      for (let j = 0; j < n; j++) {
+        const cand = slots[j] ?? -1;
+        const hi = his[j] ?? 0;
+        if (cand < 0 || this.i32[cand * this.s32 + I32_HASH_HI] !== hi) {
+          // Lower-half clash, or first sight (possibly inserted by an earlier element of this batch).
+          this.h0 = los[j] ?? 0;
+          this.h1 = hi;
+          let slot = this.lookup();
+          if (slot < 0) slot = this.insert(c, tRel);
+          slots[j] = slot;
+        }
+      }
       for (let j = 0; j < n; j++) {
         const i = base + j;
         const r = this.decide(slots[j] ?? 0, counts === undefined ? 1 : (counts[i] ?? 1), tRel, c);
@@ -279,88 +311,10 @@ export class IdentityLimiter {
     return allowed;
   }
 
-  private checkCount(count: number): void {
-    if (!(count >= 1 && count <= this.maxCount) || count % 1 !== 0) {
-      throw new RangeError(`count must be an integer in 1..${this.maxCount}, got ${count}`);
-    }
-  }
-
-  private bucketAt(tRel: number): number {
-    // The division is measurable at millions of calls per second; the bucket rarely changes.
-    if (tRel < this.curStart || tRel >= this.curStart + this.bucketMs) {
-      this.curBucket = Math.floor(tRel / this.bucketMs);
-      this.curStart = this.curBucket * this.bucketMs;
-    }
-    return this.curBucket;
-  }
-
-  /** Applies the daily and rate rules to one record at tRel; 0 = admitted and consumed. */
-  private decide(slot: number, count: number, tRel: number, c: number): number {
-    // Daily quota first: parking outranks a short wait.
-    const u16 = this.u16;
-    const ring = this.ring;
-    const headAt = slot * this.s32 + 2;
-    let head = this.i32[headAt] ?? 0;
-    if (c > head) {
-      this.rotate(slot, head, c);
-      this.i32[headAt] = c;
-      head = c;
-    }
-    const bu = slot * this.s16 + 7;
-    let sum = 0;
-    if (this.wideBuckets.size === 0) {
-      for (let j = 0; j < ring; j++) sum += u16[bu + j] ?? 0;
-    } else {
-      for (let j = 0; j < ring; j++) {
-        const v = u16[bu + j] ?? 0;
-        sum += v === WIDE ? this.wideGet(slot, j) : v;
-      }
-    }
-    const oldest = head - ring + 1;
-    if ((oldest + 1) * this.bucketMs + this.windowMs <= tRel) sum -= this.bucketCount(slot, oldest);
-    if (sum + count > this.quota) {
-      this.lastDecisionWasQuota = true;
-      return this.quotaUntil(slot, head, sum + count - this.quota, tRel);
-    }
-
-    const at = slot * this.s64;
-    const nowT = tRel * this.n;
-    const tat = this.f64[at] ?? 0;
-    const lAt = slot * this.s16 + 6;
-    const run = u16[lAt] ?? 0;
-    const earliest = nowT - this.tEarly;
-    const start = tat > earliest ? tat : earliest;
-    const newTat = start + count * this.tT;
-    let newRun: number;
-    if (tat <= nowT - this.tW) {
-      // Window provably empty (the last event is at most tEarly - T < 1 ms after its slot ended,
-      // and whole-ms times round that away): start counting a fresh run.
-      newRun = count;
-    } else {
-      const runOk = run !== 0 && run + count <= this.n;
-      const spacedOk = tat + (count - 1) * this.tT <= nowT;
-      if (!spacedOk && !(runOk && newTat - nowT <= this.tBurst)) {
-        this.lastDecisionWasQuota = false;
-        const untilT = runOk ? tat + count * this.tT - this.tBurst : tat + (count - 1) * this.tT;
-        let until = Math.ceil(untilT / this.n);
-        if (until * this.n < untilT) until++;
-        return this.epoch + until;
-      }
-      newRun = run === 0 ? 0 : run + count;
-    }
-    this.f64[at] = newTat;
-    // At N the run bound can no longer admit anything; 0 hands over to the spacing bound.
-    u16[lAt] = newRun >= this.n ? 0 : newRun;
-    const pos = ((head % ring) + ring) % ring;
-    const v = u16[bu + pos] ?? 0;
-    if (v !== WIDE && v + count < WIDE) u16[bu + pos] = v + count;
-    else this.wideAdd(slot, pos, v, count);
-    return 0;
-  }
-
   dailyUsage(identity: string): number {
     const tRel = Math.floor(this.clock.now()) - this.epoch;
-    const slot = this.find(identity);
+    this.hashKey(identity);
+    const slot = this.lookup();
     if (slot >= 0) return this.liveSum(slot, tRel) / this.quota;
     const p = this.parked.get(this.parkKey());
     return p === undefined ? 0 : this.parkedSum(p, tRel) / this.quota;
@@ -383,17 +337,16 @@ export class IdentityLimiter {
     // TAT is at or after the last admitted event, so TAT + window + idle <= now means both idle
     // for idleMs and rate-settled (the next admission starts a fresh run anyway).
     const threshold = tRel * this.n - this.tW - Math.max(0, idleMs) * this.n;
-    const idx = this.idx;
     let evicted = 0;
     // Backward-shift deletion only moves entries into the hole at p or later, or (on wrap-around)
     // onto positions already visited; so re-examining p after a delete visits everything.
     for (let p = 0; p <= this.mask; ) {
-      const rec = idx[3 * p + 2] ?? 0;
+      const rec = this.idx[2 * p + 1] ?? 0;
       if (rec !== 0) {
         const slot = rec - 1;
         if ((this.f64[slot * this.s64] ?? 0) <= threshold) {
-          this.h0 = idx[3 * p] ?? 0;
-          this.h1 = idx[3 * p + 1] ?? 0;
+          this.h0 = this.idx[2 * p] ?? 0;
+          this.h1 = this.i32[slot * this.s32 + I32_HASH_HI] ?? 0;
           this.park(slot, tRel);
           this.freeRecord(slot);
           this.deleteAt(p);
@@ -427,20 +380,85 @@ export class IdentityLimiter {
     );
   }
 
-  // ---- index -------------------------------------------------------------------------------
+  // ---- decision ----------------------------------------------------------------------------
 
-  private find(s: string): number {
-    this.hashKey(s);
-    return this.lookup();
+  private checkCount(count: number): void {
+    if (!(count >= 1 && count <= this.maxCount) || count % 1 !== 0) {
+      throw new RangeError(`count must be an integer in 1..${this.maxCount}, got ${count}`);
+    }
   }
 
-  /** Seeded 64-bit hash of the identity into h0/h1. */
+  private bucketAt(tRel: number): number {
+    // The division is measurable at millions of calls per second; the bucket rarely changes.
+    if (tRel < this.curStart || tRel >= this.curStart + this.bucketMs) {
+      this.curBucket = Math.floor(tRel / this.bucketMs);
+      this.curStart = this.curBucket * this.bucketMs;
+    }
+    return this.curBucket;
+  }
+
+  /** Applies the daily and rate rules to one record at tRel; 0 = admitted and consumed. */
+  private decide(slot: number, count: number, tRel: number, c: number): number {
+    // Daily quota first: parking outranks a short wait.
+    const r32 = slot * this.s32;
+    let head = this.i32[r32 + I32_HEAD] ?? 0;
+    if (c > head) {
+      this.rotate(slot, head, c);
+      this.i32[r32 + I32_HEAD] = c;
+      head = c;
+    }
+    const stored = this.u32[r32 + U32_SUM] ?? 0;
+    let sum = stored;
+    // Only when window is not a multiple of bucket can the oldest bucket expire mid-bucket.
+    const oldest = head - this.ring + 1;
+    if ((oldest + 1) * this.bucketMs + this.windowMs <= tRel) sum -= this.bucketCount(slot, oldest);
+    if (sum + count > this.quota) {
+      this.lastDecisionWasQuota = true;
+      return this.quotaUntil(slot, head, sum + count - this.quota, tRel);
+    }
+
+    const at = slot * this.s64;
+    const nowT = tRel * this.n;
+    const tat = this.f64[at] ?? 0;
+    const lAt = slot * this.s16 + U16_RUN;
+    const run = this.u16[lAt] ?? 0;
+    const earliest = nowT - this.tEarly;
+    const start = tat > earliest ? tat : earliest;
+    const newTat = start + count * this.tT;
+    let newRun: number;
+    if (tat <= nowT - this.tW) {
+      // Window provably empty (the last event is at most tEarly - T < 1 ms after its slot ended,
+      // and whole-ms times round that away): start counting a fresh run.
+      newRun = count;
+    } else {
+      const runOk = run !== 0 && run + count <= this.n;
+      const spacedOk = tat + (count - 1) * this.tT <= nowT;
+      if (!spacedOk && !(runOk && newTat - nowT <= this.tBurst)) {
+        this.lastDecisionWasQuota = false;
+        const untilT = runOk ? tat + count * this.tT - this.tBurst : tat + (count - 1) * this.tT;
+        let until = Math.ceil(untilT / this.n);
+        if (until * this.n < untilT) until++;
+        return this.epoch + until;
+      }
+      newRun = run === 0 ? 0 : run + count;
+    }
+    this.f64[at] = newTat;
+    // At N the run bound can no longer admit anything; 0 hands over to the spacing bound.
+    this.u16[lAt] = newRun >= this.n ? 0 : newRun;
+    this.u32[r32 + U32_SUM] = stored + count;
+    this.addToBucket(slot, ((head % this.ring) + this.ring) % this.ring, count);
+    return 0;
+  }
+
+  // ---- index -------------------------------------------------------------------------------
+
+  /** Seeded 64-bit hash of the identity into h0 (index half) and h1 (record half). */
   private hashKey(s: string): void {
     let a = this.seedA;
     let b = this.seedB;
     const len = s.length;
     let i = 0;
-    // Two independent lanes (xor-multiply-shift and add-multiply-rotate) give a 64-bit hash.
+    // Two independent lanes (xor-multiply-shift and add-multiply-rotate), two UTF-16 units a step.
     for (; i + 1 < len; i += 2) {
       const k = s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16);
       a = Math.imul(a ^ k, 0x9e3779b1);
@@ -455,10 +473,8 @@ export class IdentityLimiter {
       b = Math.imul(b + k, 0x85ebca77);
       b = (b << 13) | (b >>> 19);
     }
-    const lo = fmix32(a ^ len);
-    const hi = fmix32(b ^ Math.imul(len, 0x27d4eb2f));
-    this.h0 = lo;
-    this.h1 = hi;
+    this.h0 = fmix32(a ^ len);
+    this.h1 = fmix32(b ^ Math.imul(len, 0x27d4eb2f));
   }
 
   /** Record for the hash in h0/h1, or -1 with `probe` at the empty index position. */
@@ -469,26 +485,28 @@ export class IdentityLimiter {
     const mask = this.mask;
     let p = lo & mask;
     for (;;) {
-      const o = 3 * p;
-      const rec = idx[o + 2] ?? 0;
+      const rec = idx[2 * p + 1] ?? 0;
       if (rec === 0) {
         this.probe = p;
         return -1;
       }
-      if (idx[o] === lo && idx[o + 1] === hi) return rec - 1;
+      if (idx[2 * p] === lo && this.i32[(rec - 1) * this.s32 + I32_HASH_HI] === hi) return rec - 1;
       p = (p + 1) & mask;
     }
   }
 
-  /** Adds the identity hashed by the last find(); restores parked daily counts. */
+  /** Adds the identity hashed into h0/h1 by the last lookup(); restores parked daily counts. */
   private insert(c: number, tRel: number): number {
     const slot = this.allocRecord();
     // Rate-settled, and idle from now on: a record that is only ever denied (a parked identity
     // coming back over quota) is not evicted again by the very next sweep.
     this.f64[slot * this.s64] = tRel * this.n - this.tW;
-    this.i32[slot * this.s32 + 2] = c;
-    const bu = slot * this.s16 + 6;
-    this.u16.fill(0, bu, bu + 1 + this.ring);
+    const r32 = slot * this.s32;
+    this.i32[r32 + I32_HEAD] = c;
+    this.u32[r32 + U32_SUM] = 0;
+    this.i32[r32 + I32_HASH_HI] = this.h1;
+    const r16 = slot * this.s16;
+    this.u16.fill(0, r16 + U16_RUN, r16 + U16_BUCKETS + this.ring);
     if (this.parked.size > 0) {
       const key = this.parkKey();
       const p = this.parked.get(key);
@@ -497,30 +515,27 @@ export class IdentityLimiter {
         this.unpark(slot, p, c);
       }
     }
-    const o = 3 * this.probe;
-    const idx = this.idx;
-    idx[o] = this.h0;
-    idx[o + 1] = this.h1;
-    idx[o + 2] = slot + 1;
+    const o = 2 * this.probe;
+    this.idx[o] = this.h0;
+    this.idx[o + 1] = slot + 1;
     this.live++;
-    if (++this.indexed * 4 > 3 * (this.mask + 1)) this.growIndex();
+    if (this.live * 4 > 3 * (this.mask + 1)) this.growIndex();
     return slot;
   }
 
   private growIndex(): void {
     const old = this.idx;
     const cap = 2 * (this.mask + 1);
-    const idx = new Int32Array(3 * cap);
+    const idx = new Int32Array(2 * cap);
     const mask = cap - 1;
-    for (let o = 0; o < old.length; o += 3) {
-      const rec = old[o + 2] ?? 0;
+    for (let o = 0; o < old.length; o += 2) {
+      const rec = old[o + 1] ?? 0;
       if (rec === 0) continue;
       const lo = old[o] ?? 0;
       let p = lo & mask;
-      while ((idx[3 * p + 2] ?? 0) !== 0) p = (p + 1) & mask;
-      idx[3 * p] = lo;
-      idx[3 * p + 1] = old[o + 1] ?? 0;
-      idx[3 * p + 2] = rec;
+      while ((idx[2 * p + 1] ?? 0) !== 0) p = (p + 1) & mask;
+      idx[2 * p] = lo;
+      idx[2 * p + 1] = rec;
     }
     this.idx = idx;
     this.mask = mask;
@@ -534,19 +549,17 @@ export class IdentityLimiter {
     let j = pos;
     for (;;) {
       j = (j + 1) & mask;
-      const rec = idx[3 * j + 2] ?? 0;
+      const rec = idx[2 * j + 1] ?? 0;
       if (rec === 0) break;
-      const home = (idx[3 * j] ?? 0) & mask;
+      const home = (idx[2 * j] ?? 0) & mask;
       // The entry at j may fill the hole unless its home lies cyclically in (hole, j].
       const between = hole <= j ? home > hole && home <= j : home > hole || home <= j;
       if (between) continue;
-      idx[3 * hole] = idx[3 * j] ?? 0;
-      idx[3 * hole + 1] = idx[3 * j + 1] ?? 0;
-      idx[3 * hole + 2] = rec;
+      idx[2 * hole] = idx[2 * j] ?? 0;
+      idx[2 * hole + 1] = rec;
       hole = j;
     }
-    idx[3 * hole + 2] = 0;
-    this.indexed--;
+    idx[2 * hole + 1] = 0;
   }
 
   // ---- records -----------------------------------------------------------------------------
@@ -554,7 +567,7 @@ export class IdentityLimiter {
   private allocRecord(): number {
     if (this.freeHead >= 0) {
       const slot = this.freeHead;
-      this.freeHead = this.i32[slot * this.s32 + 2] ?? -1;
+      this.freeHead = this.i32[slot * this.s32 + I32_HEAD] ?? -1;
       return slot;
     }
     if (this.hwm === this.capacityRecords) this.growRecords();
@@ -562,43 +575,54 @@ export class IdentityLimiter {
   }
 
   private growRecords(): void {
-    const bytes = this.buf.byteLength * 2;
-    const buf = new ArrayBuffer(bytes);
+    const buf = new ArrayBuffer(this.buf.byteLength * 2);
     new Uint8Array(buf).set(new Uint8Array(this.buf));
     this.buf = buf;
     this.f64 = new Float64Array(buf);
     this.i32 = new Int32Array(buf);
+    this.u32 = new Uint32Array(buf);
     this.u16 = new Uint16Array(buf);
     this.capacityRecords *= 2;
   }
 
   private freeRecord(slot: number): void {
-    const bu = slot * this.s16 + 7;
+    const bu = slot * this.s16 + U16_BUCKETS;
     for (let j = 0; j < this.ring; j++) {
       if (this.u16[bu + j] === WIDE) this.wideBuckets.delete(slot * this.ring + j);
     }
     this.f64[slot * this.s64] = NaN;
-    this.i32[slot * this.s32 + 2] = this.freeHead;
+    this.i32[slot * this.s32 + I32_HEAD] = this.freeHead;
     this.freeHead = slot;
     this.live--;
   }
 
   // ---- daily buckets -----------------------------------------------------------------------
 
+  /** Clears the buckets that head..c reuse, taking their counts out of the cached sum. */
   private rotate(slot: number, head: number, c: number): void {
     const ring = this.ring;
-    const bu = slot * this.s16 + 7;
+    const bu = slot * this.s16 + U16_BUCKETS;
+    let removed = 0;
     const from = c - head >= ring ? c - ring + 1 : head + 1;
     for (let b = from; b <= c; b++) {
       const pos = ((b % ring) + ring) % ring;
-      if (this.u16[bu + pos] === WIDE) this.wideBuckets.delete(slot * ring + pos);
+      const v = this.u16[bu + pos] ?? 0;
+      if (v === 0) continue;
+      if (v === WIDE) {
+        removed += this.wideGet(slot, pos);
+        this.wideBuckets.delete(slot * ring + pos);
+      } else {
+        removed += v;
+      }
       this.u16[bu + pos] = 0;
     }
+    const at = slot * this.s32 + U32_SUM;
+    this.u32[at] = (this.u32[at] ?? 0) - removed;
   }
 
   private bucketCount(slot: number, b: number): number {
     const pos = ((b % this.ring) + this.ring) % this.ring;
-    const v = this.u16[slot * this.s16 + 7 + pos] ?? 0;
+    const v = this.u16[slot * this.s16 + U16_BUCKETS + pos] ?? 0;
     return v === WIDE ? this.wideGet(slot, pos) : v;
   }
 
@@ -606,19 +630,18 @@ export class IdentityLimiter {
     return this.wideBuckets.get(slot * this.ring + pos) ?? WIDE;
   }
 
-  private wideAdd(slot: number, pos: number, v: number, count: number): void {
+  /** Bucket counts only; the caller keeps the cached sum in step. */
+  private addToBucket(slot: number, pos: number, count: number): void {
+    const at = slot * this.s16 + U16_BUCKETS + pos;
+    const v = this.u16[at] ?? 0;
+    if (v !== WIDE && v + count < WIDE) {
+      this.u16[at] = v + count;
+      return;
+    }
     const key = slot * this.ring + pos;
     const prev = v === WIDE ? (this.wideBuckets.get(key) ?? WIDE) : v;
     this.wideBuckets.set(key, prev + count);
-    this.u16[slot * this.s16 + 7 + pos] = WIDE;
-  }
-
-  private setBucket(slot: number, b: number, count: number): void {
-    const pos = ((b % this.ring) + this.ring) % this.ring;
-    const at = slot * this.s16 + 7 + pos;
-    const v = this.u16[at] ?? 0;
-    if (v !== WIDE && v + count < WIDE) this.u16[at] = v + count;
-    else this.wideAdd(slot, pos, v, count);
+    this.u16[at] = WIDE;
   }
 
   /** Counted in the window at tRel: the whole bucket is not yet older than the window. */
@@ -627,7 +650,7 @@ export class IdentityLimiter {
   }
 
   private liveSum(slot: number, tRel: number): number {
-    const head = this.i32[slot * this.s32 + 2] ?? 0;
+    const head = this.i32[slot * this.s32 + I32_HEAD] ?? 0;
     let sum = 0;
     for (let b = head - this.ring + 1; b <= head; b++) {
       if (this.counted(b, tRel)) sum += this.bucketCount(slot, b);
@@ -653,7 +676,7 @@ export class IdentityLimiter {
   }
 
   private park(slot: number, tRel: number): void {
-    const head = this.i32[slot * this.s32 + 2] ?? 0;
+    const head = this.i32[slot * this.s32 + I32_HEAD] ?? 0;
     const pairs: number[] = [];
     for (let b = head - this.ring + 1; b <= head; b++) {
       if (!this.counted(b, tRel)) continue;
@@ -684,11 +707,17 @@ export class IdentityLimiter {
     const pairs = this.parkedPairs(p);
     let head = c;
     for (let i = 0; i < pairs.length; i += 2) head = Math.max(head, pairs[i] ?? 0);
-    this.i32[slot * this.s32 + 2] = head;
+    const r32 = slot * this.s32;
+    this.i32[r32 + I32_HEAD] = head;
+    let sum = 0;
     for (let i = 0; i < pairs.length; i += 2) {
       const b = pairs[i] ?? 0;
-      if (b > head - this.ring) this.setBucket(slot, b, pairs[i + 1] ?? 0);
+      const v = pairs[i + 1] ?? 0;
+      if (b <= head - this.ring) continue;
+      this.addToBucket(slot, ((b % this.ring) + this.ring) % this.ring, v);
+      sum += v;
     }
+    this.u32[r32 + U32_SUM] = sum;
   }
 
   private parkedSum(p: Parked, tRel: number): number {

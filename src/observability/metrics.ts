@@ -41,6 +41,10 @@ export class Metrics {
   readonly lastSuccess = new Gauge({ name: 'gateway_connector_last_success_timestamp_seconds', help: 'time of the connector\'s last successful delivery', labelNames: ['connector'] as const, registers: [this.registry], collect: this.refresh });
   readonly currentsRequests = new Counter({ name: 'gateway_currents_requests_total', help: 'POST /currents requests by answer status', labelNames: ['status'] as const, registers: [this.registry] });
   readonly currentsEvents = new Counter({ name: 'gateway_currents_events_total', help: 'Currents events received, by outcome (stored, dead_lettered)', labelNames: ['outcome'] as const, registers: [this.registry] });
+  readonly limiterDecisions = new Counter({ name: 'gateway_limiter_decisions_total', help: 'per-id rate and quota decisions on the Amplitude leg (allow, wait, quota)', labelNames: ['decision'] as const, registers: [this.registry] });
+  readonly limiterParked = new Counter({ name: 'gateway_limiter_parked_total', help: 'events parked in the retry topic, by reason (rate_limit, daily_quota)', labelNames: ['reason'] as const, registers: [this.registry] });
+  readonly limiterTracked = new Gauge({ name: 'gateway_limiter_tracked_identities', help: 'ids with live rate state', registers: [this.registry], collect: this.refresh });
+  readonly limiterAboveQuota = new Gauge({ name: 'gateway_limiter_identities_above_quota_threshold', help: 'ids above 80% of their daily quota', registers: [this.registry], collect: this.refresh });
   readonly commits = new Counter({ name: 'gateway_offset_commits_total', help: 'offset commits', labelNames: ['leg'] as const, registers: [this.registry] });
 
   /** registers a function that sets gauges from live state before each scrape */

@@ -70,7 +70,12 @@ export class KeyedBatchQueue<T extends Batchable> {
     const { maxPerArray, maxTotal, maxBytes } = this.limits;
     while (this.ready.size > 0) {
       const key = this.ready.peek() as string;
-      const q = this.queues.get(key) as Array<Seq<T>>;
+      const q = this.queues.get(key);
+      if (!q) {
+        // every item of this key was removed (expired) while it waited
+        this.ready.pop();
+        continue;
+      }
       // Take this user's items only while they are older than the next user's oldest: a user with
       // items spread over the whole backlog must not pull its newest ones ahead of everyone else's
       // old ones, or the committable offset falls far behind what was delivered.
@@ -111,6 +116,23 @@ export class KeyedBatchQueue<T extends Batchable> {
       if (full) break;
     }
     return out;
+  }
+
+  /** Removes and returns the queued items matching `pred`, keeping the order of the rest. */
+  removeWhere(pred: (item: T) => boolean): T[] {
+    const removed: T[] = [];
+    for (const [key, q] of this.queues) {
+      const keep = q.filter((s) => {
+        if (!pred(s.item)) return true;
+        removed.push(s.item);
+        return false;
+      });
+      if (keep.length === q.length) continue;
+      if (keep.length === 0) this.queues.delete(key);
+      else this.queues.set(key, keep);
+    }
+    this.count -= removed.length;
+    return removed;
   }
 
   /** The request holding these keys is finished: their waiting items may go. */

@@ -96,7 +96,8 @@ export class BrazeLeg extends DeliveryLeg<Item> {
   protected async deliver(items: Item[]): Promise<void> {
     const { metrics, logger } = this.d;
     for (;;) {
-      await this.waitForBackoff();
+      items = await this.beforeAttempt(items);
+      if (items.length === 0) return;
       const { body, owners } = buildBody(items);
       metrics.batchSize.observe({ destination: BRAZE_DESTINATION }, items.length);
       this.d.health.recordAttempt();
