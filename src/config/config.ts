@@ -97,6 +97,9 @@ export interface LimitSettings {
   /** Amplitude's per-id limit; the pacing leaves headroom for batching jitter (see README) */
   eventsPerSecond: number;
   dailyQuota: number;
+  /** the rolling window of the daily quota, and its bucket size */
+  quotaWindowMs: number;
+  quotaBucketMs: number;
   /** longest an event is held in memory for its id's rate before it is parked in the retry topic */
   maxDelayMs: number;
   /** what arrives between the limiter and Amplitude's clock: linger plus round trip */
@@ -169,6 +172,8 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     enabled: r.bool('AMPLITUDE_LIMITS_ENABLED', { path: 'limits.enabled', default: true, doc: 'pace each device and user id on the Amplitude leg' }),
     eventsPerSecond: r.int('AMPLITUDE_ID_EVENTS_PER_SECOND', { path: 'limits.eventsPerSecond', default: 30, min: 1, max: 10_000, doc: 'most events Amplitude accepts per device id and per user id in any second' }),
     dailyQuota: r.int('AMPLITUDE_ID_DAILY_QUOTA', { path: 'limits.dailyQuota', default: 500_000, min: 1, doc: 'most events per device id and per user id in any rolling 24 h' }),
+    quotaWindowMs: r.int('AMPLITUDE_ID_QUOTA_WINDOW_MS', { path: 'limits.quotaWindowMs', default: 86_400_000, min: 1_000, doc: 'the rolling window of the daily quota' }),
+    quotaBucketMs: r.int('AMPLITUDE_ID_QUOTA_BUCKET_MS', { path: 'limits.quotaBucketMs', default: 3_600_000, min: 100, doc: 'granularity of the rolling quota window (hourly buckets)' }),
     maxDelayMs: r.int('AMPLITUDE_ID_MAX_DELAY_MS', { path: 'limits.maxDelayMs', default: 2_000, min: 0, max: 60_000, doc: 'longest an event waits in memory for its id\'s rate before it is parked in the retry topic' }),
     pacingJitterMs: r.int('AMPLITUDE_ID_PACING_JITTER_MS', { path: 'limits.pacingJitterMs', default: 200, min: 0, max: 5_000, doc: 'headroom for batching delay between the limiter and Amplitude\'s clock' }),
     quotaAction: r.oneOf('AMPLITUDE_QUOTA_ACTION', { path: 'limits.quotaAction', values: ['park', 'dead-letter'] as const, default: 'park', doc: '`park`: events over the daily quota wait in the retry topic until the window allows; `dead-letter`: they go to the dead-letter topic (reason daily_quota) for `replay`' }),

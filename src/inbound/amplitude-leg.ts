@@ -141,6 +141,7 @@ export class AmplitudeLeg extends DeliveryLeg<AmplitudeItem> {
       const v = pacer.recheck(pacedIds(head));
       if (v.kind === 'hold') {
         h.timer = setTimeout(() => this.releaseHeld(key), Math.max(1, v.untilMs - this.d.clock.now()));
+        this.pump();
         return;
       }
       h.items.shift();

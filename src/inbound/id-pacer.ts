@@ -41,7 +41,7 @@ export class IdPacer {
     // pace leaves that much headroom: at most N events in any (1 s + jitter) here means at most N in
     // any second there.
     const paced = Math.max(1, Math.floor((s.eventsPerSecond * 1_000) / (1_000 + s.pacingJitterMs)));
-    this.limiter = new IdentityLimiter({ eventsPerSecond: paced, dailyQuota: s.dailyQuota }, clock);
+    this.limiter = new IdentityLimiter({ eventsPerSecond: paced, dailyQuota: s.dailyQuota, windowMs: s.quotaWindowMs, bucketMs: s.quotaBucketMs }, clock);
     this.spacingMs = 1_000 / paced;
   }
 
