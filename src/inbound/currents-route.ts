@@ -69,41 +69,22 @@ export function currentsRoute(d: CurrentsRouteDeps): (app: FastifyInstance) => P
       return { status: 429, body: { error: 'overloaded: too many events awaiting Kafka acknowledgement' }, headers: { 'retry-after': '1' } };
     }
 
-    const now = d.clock.now();
-    const stored: Message[] = [];
-    const dead: Array<Promise<void>> = [];
-    for (const raw of raws) {
-      const v = validateCurrentsEvent(raw, d.settings);
-      const value = Buffer.from(JSON.stringify(v.ok ? v.event : raw) ?? 'null');
-      if (!v.ok) {
-        dead.push(deadLetter(value, null, v.reason, v.message, now));
-        continue;
-      }
-      const ev = v.event;
-      if (!ev.user.external_user_id && !ev.user.device_id) {
-        dead.push(deadLetter(value, null, 'no_identity', 'event has neither external_user_id nor device_id (Braze sends such events to Amplitude neither)', now));
-        continue;
-      }
-      // Ids Amplitude would refuse still need a key; the leg decides their fate and counts it.
-      const key = identityKey(ev, { minIdLength: d.minIdLength }) ?? ev.user.device_id ?? ev.user.external_user_id ?? null;
-      stored.push({ key, value, headers: { [RECEIVED_AT_HEADER]: String(now) } });
-    }
     pendingEvents += raws.length;
+    let result: StoreResult;
     try {
-      await Promise.all([d.producer.send(d.topic, stored), ...dead]);
+      result = await storeCurrentsEvents(raws, d);
     } catch (err) {
       d.logger.warn({ err: (err as Error).message, events: raws.length }, 'Currents batch not stored; answering 503 so Braze retries');
       return { status: 503, body: { error: 'Kafka did not acknowledge the events' }, headers: { 'retry-after': '5' } };
     } finally {
       pendingEvents -= raws.length;
     }
+    const stored = { length: result.stored };
+    const dead = { length: result.deadLettered };
     d.metrics.currentsEvents.inc({ outcome: 'stored' }, stored.length);
     d.metrics.currentsEvents.inc({ outcome: 'dead_lettered' }, dead.length);
     return { status: 200, body: { stored: stored.length, dead_lettered: dead.length } };
   };
-
-  const deadLetter = (value: Buffer, key: string | null, reason: string, error: string, now: number): Promise<void> =>
-    d.deadLetters.write({ leg: 'inbound', connector: 'currents', reason, error, value, key, firstFailureMs: now });
 
   const reply = (res: FastifyReply, a: Answer): FastifyReply => {
     d.metrics.currentsRequests.inc({ status: String(a.status) });
@@ -134,6 +115,45 @@ export function currentsRoute(d: CurrentsRouteDeps): (app: FastifyInstance) => P
       scope.post('/currents', async (req, res) => reply(res, await handle(req)));
     });
   };
+}
+
+export interface StoreResult {
+  stored: number;
+  deadLettered: number;
+}
+
+/**
+ * Validates Currents events one by one and writes them to the Currents topic, keyed by their
+ * Amplitude identity; events that can never be delivered go to the dead-letter topic with their
+ * reason. Resolves once Kafka has acknowledged all of it; rejects if it did not.
+ */
+export async function storeCurrentsEvents(
+  raws: unknown[],
+  d: Pick<CurrentsRouteDeps, 'settings' | 'topic' | 'producer' | 'deadLetters' | 'minIdLength' | 'clock'>,
+): Promise<StoreResult> {
+  const now = d.clock.now();
+  const stored: Message[] = [];
+  const dead: Array<Promise<void>> = [];
+  const deadLetter = (value: Buffer, reason: string, error: string): Promise<void> =>
+    d.deadLetters.write({ leg: 'inbound', connector: 'currents', reason, error, value, key: null, firstFailureMs: now });
+  for (const raw of raws) {
+    const v = validateCurrentsEvent(raw, d.settings);
+    const value = Buffer.from(JSON.stringify(v.ok ? v.event : raw) ?? 'null');
+    if (!v.ok) {
+      dead.push(deadLetter(value, v.reason, v.message));
+      continue;
+    }
+    const ev = v.event;
+    if (!ev.user.external_user_id && !ev.user.device_id) {
+      dead.push(deadLetter(value, 'no_identity', 'event has neither external_user_id nor device_id (Braze sends such events to Amplitude neither)'));
+      continue;
+    }
+    // Ids Amplitude would refuse still need a key; the leg decides their fate and counts it.
+    const key = identityKey(ev, { minIdLength: d.minIdLength }) ?? ev.user.device_id ?? ev.user.external_user_id ?? null;
+    stored.push({ key, value, headers: { [RECEIVED_AT_HEADER]: String(now) } });
+  }
+  await Promise.all([d.producer.send(d.topic, stored), ...dead]);
+  return { stored: stored.length, deadLettered: dead.length };
 }
 
 function sha256(s: string): Buffer {

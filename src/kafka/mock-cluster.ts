@@ -120,12 +120,15 @@ function run(command: string, args: string[]): Promise<RunResult> {
 }
 
 /** Compiler and linker flags for librdkafka: pkg-config when it knows the library, else the usual places. */
-async function rdkafkaFlags(): Promise<{ cflags: string[]; libs: string[] }> {
+async function rdkafkaFlags(): Promise<{ cflags: string[]; libs: string[]; version: string }> {
   const pc = await run('pkg-config', ['--cflags', '--libs', 'rdkafka']);
   if (!pc.spawnError && pc.code === 0) {
     const flags = pc.output.trim().split(/\s+/).filter((f) => f.length > 0);
     if (flags.some((f) => f === '-lrdkafka')) {
-      return { cflags: flags.filter((f) => !f.startsWith('-l')), libs: flags.filter((f) => f.startsWith('-l')) };
+      // the mock API is outside librdkafka's ABI promise: rebuild when the library changes
+      const mv = await run('pkg-config', ['--modversion', 'rdkafka']);
+      const version = !mv.spawnError && mv.code === 0 ? mv.output.trim() : '';
+      return { cflags: flags.filter((f) => !f.startsWith('-l')), libs: flags.filter((f) => f.startsWith('-l')), version };
     }
   }
   const cflags: string[] = [];
@@ -136,7 +139,11 @@ async function rdkafkaFlags(): Promise<{ cflags: string[]; libs: string[] }> {
       }
     }
   }
-  return { cflags, libs: ['-lrdkafka'] };
+  return { cflags, libs: ['-lrdkafka'], version: '' };
+}
+
+function lastChars(text: string, max: number): string {
+  return text.length <= max ? text : `[...]${text.slice(-max)}`;
 }
 
 async function isExecutable(path: string): Promise<boolean> {
@@ -190,14 +197,14 @@ async function buildMockKafkaUncached(): Promise<string> {
   }
 
   const compilers = process.env.CC ? [process.env.CC] : ['cc', 'gcc', 'clang'];
-  const { cflags, libs } = await rdkafkaFlags();
+  const { cflags, libs, version } = await rdkafkaFlags();
   const baseFlags = ['-O2', '-Wall', ...cflags];
   const tailFlags = [...libs, '-lpthread'];
 
   const hash = createHash('sha256')
     .update(code)
     .update('\0')
-    .update([process.platform, process.arch, ...baseFlags, ...tailFlags].join(' '))
+    .update([process.platform, process.arch, version, ...baseFlags, ...tailFlags].join(' '))
     .digest('hex')
     .slice(0, 16);
   const dir = await cacheDir(root);
@@ -220,7 +227,7 @@ async function buildMockKafkaUncached(): Promise<string> {
       }
       failures.push(
         `$ ${compiler} ${[...baseFlags, '-o', tmp, source, ...tailFlags].join(' ')}\n` +
-          `(exit ${result.code ?? result.signal})\n${result.output.trim()}`,
+          `(exit ${result.code ?? result.signal})\n${lastChars(result.output.trim(), 6000)}`,
       );
       // A compiler that ran and failed has told us what is wrong (usually missing headers);
       // another compiler will not find the headers either.
@@ -278,8 +285,8 @@ class MockClusterProcess implements MockCluster {
     });
   }
 
-  private error(message: string): Error {
-    const tail = this.stderrTail().trim();
+  private error(message: string, withStderr = true): Error {
+    const tail = withStderr ? this.stderrTail().trim() : '';
     return new Error(`mock-kafka: ${message}${tail ? `\n--- mock-kafka stderr ---\n${tail}` : ''}`);
   }
 
@@ -293,7 +300,7 @@ class MockClusterProcess implements MockCluster {
     this.pending = undefined;
     clearTimeout(p.timer);
     if (line === 'OK') p.resolve();
-    else if (line.startsWith('ERR')) p.reject(this.error(`"${p.line}" failed: ${line.slice(3).trim()}`));
+    else if (line.startsWith('ERR')) p.reject(this.error(`"${p.line}" failed: ${line.slice(3).trim()}`, false));
     else p.reject(this.error(`"${p.line}": unexpected answer ${JSON.stringify(line)}`));
   }
 
@@ -437,7 +444,13 @@ export async function startMockCluster(opts: StartMockClusterOptions = {}): Prom
       child.kill('SIGKILL');
       const tail = stderrTail().trim();
       const msg = `mock-kafka: ${why}${tail ? `\n--- mock-kafka stderr ---\n${tail}` : ''}`;
-      rejectBoot(spawnError && child.pid === undefined ? new MockClusterUnavailableError(msg, { cause: spawnError }) : new Error(msg));
+      // a binary built against a librdkafka that has since been removed
+      const libraryMissing = /error while loading shared libraries|Library not loaded|image not found/.test(tail);
+      rejectBoot(
+        (spawnError && child.pid === undefined) || libraryMissing
+          ? new MockClusterUnavailableError(msg, spawnError ? { cause: spawnError } : undefined)
+          : new Error(msg),
+      );
     };
     const onFirstLine = (line: string): void => {
       const m = /^BOOTSTRAP (\S+)$/.exec(line);
