@@ -7,6 +7,7 @@ const USAGE = `usage: amplitude-braze-gateway <command>
 commands:
   run                 run the gateway from the environment (and GATEWAY_CONFIG)
   demo                run both legs on an embedded default: local broker, stand-ins, sample traffic
+  backfill FILE...    load Currents Avro files from a storage export through the inbound leg
   check-config        validate the configuration and print it with secrets redacted
   check-config --reference   print every setting as a Markdown table
 `;
@@ -20,6 +21,8 @@ async function main(argv: string[]): Promise<number> {
       const { runDemo } = await import('./demo/demo.js');
       return runDemo(rest);
     }
+    case 'backfill':
+      return runBackfill(rest);
     case 'check-config':
       return checkConfig(rest);
     case undefined:
@@ -61,6 +64,19 @@ export function installSignalHandlers(gateway: Gateway): void {
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+}
+
+async function runBackfill(files: string[]): Promise<number> {
+  if (files.length === 0 || files.includes('--help')) {
+    process.stdout.write('usage: amplitude-braze-gateway backfill FILE.avro...\n');
+    return files.length === 0 ? 2 : 0;
+  }
+  const config = loadConfig(process.env);
+  const { backfill } = await import('./inbound/backfill.js');
+  const { createLogger } = await import('./observability/logger.js');
+  const report = await backfill(files, config, createLogger(config.logLevel));
+  process.stdout.write(`backfill: ${report.events} events from ${report.files} file(s): ${report.stored} stored in ${config.topics.brazeCurrents}, ${report.deadLettered} dead-lettered\n${JSON.stringify(report)}\n`);
+  return report.failedFiles.length > 0 ? 1 : 0;
 }
 
 function checkConfig(args: string[]): number {

@@ -5,6 +5,10 @@ import { startAmplitudeStandIn, type AmplitudeStandIn } from '../../src/standins
 import { Gateway } from '../../src/gateway.js';
 import { sampleCurrentsEvent } from '../../src/demo/sample-currents.js';
 import { encodeAvroContainer, loadCurrentsSchemas, currentsEventToAvroRecord } from '../../src/inbound/currents-avro.js';
+import { backfill } from '../../src/inbound/backfill.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { memoryLogger, readTopic, testConfig, waitFor } from '../support/harness.js';
 
 const TOKEN = 'currents-token-123';
@@ -133,6 +137,22 @@ describe('POST /currents contract', () => {
     expect(r.body.stored).toBe(20);
     await amp.waitForEvents(20, 20_000);
     expect(amp.received.map((e) => e.event_type)).toEqual(Array(20).fill('[Appboy] [Custom Event] level_completed'));
+  });
+
+  it('backfills Currents Avro files from a storage export through the same path', async () => {
+    const { amp, config } = await setup();
+    const schemas = loadCurrentsSchemas();
+    const dir = mkdtempSync(join(tmpdir(), 'backfill-'));
+    const custom = Array.from({ length: 30 }, (_, i) => sampleCurrentsEvent(i * 4, { users: 30 }));
+    const purchases = Array.from({ length: 30 }, (_, i) => sampleCurrentsEvent(i * 4 + 2, { users: 30 }));
+    writeFileSync(join(dir, 'custom.avro'), await encodeAvroContainer(schemas['users.behaviors.CustomEvent']!, custom.map((e) => currentsEventToAvroRecord(e))));
+    writeFileSync(join(dir, 'purchase.avro'), await encodeAvroContainer(schemas['users.behaviors.Purchase']!, purchases.map((e) => currentsEventToAvroRecord(e)), { codec: 'deflate' }));
+    writeFileSync(join(dir, 'broken.avro'), Buffer.from('not avro'));
+    const report = await backfill([join(dir, 'custom.avro'), join(dir, 'purchase.avro'), join(dir, 'broken.avro')], config, memoryLogger('silent').logger);
+    expect(report).toMatchObject({ files: 2, events: 60, stored: 60, deadLettered: 0 });
+    expect(report.failedFiles.map((f) => f.file)).toEqual([join(dir, 'broken.avro')]);
+    await amp.waitForEvents(60, 20_000);
+    expect(new Set(amp.received.map((e) => e.insert_id))).toEqual(new Set([...custom, ...purchases].map((e) => e.id)));
   });
 
   it('answers 503 while the broker is down, and 200 once it is back', async () => {
