@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -96,6 +96,14 @@ describe('loadConfig', () => {
     for (const name of ['KAFKA_BROKERS', 'KAFKA_CLIENT_ID', 'KAFKA_SSL', 'BRAZE_REST_ENDPOINT', 'BRAZE_APP_ID', 'AMPLITUDE_REGION', 'AMPLITUDE_HTTP_API_URL', 'AMPLITUDE_API_URL', 'HTTP_PORT', 'LOG_LEVEL', 'TOPIC_DEAD_LETTER']) {
       expect(ref.map((r) => r.env)).toContain(name);
     }
+  });
+});
+
+describe('README', () => {
+  it('documents every setting the code reads', () => {
+    const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
+    const missing = settingsReference().filter((r) => !readme.includes(`\`${r.env}\``)).map((r) => r.env);
+    expect(missing).toEqual([]);
   });
 });
 
