@@ -136,9 +136,12 @@ export class ConsumerLoop {
    * destination that is down for hours must pause the partition, not trigger rebalances.
    */
   private async awaitCapacity(heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<void> {
+    // Let network I/O (the destination's answers) run between chunks, so consuming and
+    // delivering overlap instead of taking turns.
+    await new Promise<void>((r) => setImmediate(r));
     await heartbeat();
     while (!this.o.sink.hasCapacity() && isRunning() && !this.stopping) {
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 5));
       await heartbeat().catch(() => undefined);
     }
   }

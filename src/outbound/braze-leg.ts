@@ -1,9 +1,9 @@
-import Bottleneck from 'bottleneck';
 import type { BrazeSettings } from '../config/config.js';
 import type { ConsumedMessage } from '../kafka/consumer-loop.js';
 import { scrubSecrets } from '../observability/logger.js';
 import { HttpSender } from '../delivery/http-sender.js';
-import { DeliveryLeg, type DeliveryLegDeps, type LegItem } from '../delivery/delivery-leg.js';
+import { RequestWindow } from '../delivery/request-window.js';
+import { DeliveryLeg, sleep, type DeliveryLegDeps, type LegItem } from '../delivery/delivery-leg.js';
 import { classifyBrazeResponse, type ObjectError, type TrackArray } from './braze-response.js';
 import type { MapResult } from './map-to-braze.js';
 
@@ -30,7 +30,7 @@ export type BrazeLegDeps = Omit<DeliveryLegDeps, 'leg' | 'destination' | 'limits
  */
 export class BrazeLeg extends DeliveryLeg<Item> {
   private readonly sender: HttpSender;
-  private readonly limiter: Bottleneck;
+  private readonly window: RequestWindow;
   private readonly settings: BrazeSettings;
   private readonly mapper: BrazeLegDeps['mapper'];
 
@@ -49,11 +49,7 @@ export class BrazeLeg extends DeliveryLeg<Item> {
     this.settings = s;
     this.mapper = deps.mapper;
     this.sender = new HttpSender(s.restEndpoint, { connections: s.concurrency, timeoutMs: s.requestTimeoutMs, userAgent: USER_AGENT });
-    this.limiter = new Bottleneck({
-      reservoir: s.rateLimitRequests,
-      reservoirRefreshAmount: s.rateLimitRequests,
-      reservoirRefreshInterval: s.rateLimitWindowMs,
-    });
+    this.window = new RequestWindow(s.rateLimitRequests, s.rateLimitWindowMs, deps.clock);
   }
 
   protected prepare(msg: ConsumedMessage): Item | undefined {
@@ -101,7 +97,9 @@ export class BrazeLeg extends DeliveryLeg<Item> {
       const { body, owners } = buildBody(items);
       metrics.batchSize.observe({ destination: BRAZE_DESTINATION }, items.length);
       this.d.health.recordAttempt();
-      const res = await this.limiter.schedule(() => this.sender.post('/users/track', body, { authorization: `Bearer ${this.settings.apiKey}` }));
+      // The workspace's request budget is shared by every request: wait for the next window when spent.
+      for (let wait = this.window.take(); wait > 0; wait = this.window.take()) await sleep(wait);
+      const res = await this.sender.post('/users/track', body, { authorization: `Bearer ${this.settings.apiKey}` });
       metrics.requests.inc({ destination: BRAZE_DESTINATION, status: String(res.status) });
       metrics.requestDuration.observe({ destination: BRAZE_DESTINATION }, res.durationMs / 1000);
       const text = scrubSecrets(res.networkError ? `network error: ${res.networkError}` : res.text, [this.settings.apiKey]);
@@ -168,7 +166,6 @@ export class BrazeLeg extends DeliveryLeg<Item> {
   }
 
   protected async closeTransport(): Promise<void> {
-    await this.limiter.stop({ dropWaitingJobs: false }).catch(() => undefined);
     await this.sender.close();
   }
 }

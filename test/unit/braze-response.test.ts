@@ -86,3 +86,19 @@ describe('DestinationBackoff', () => {
     expect(b.waitMs()).toBe(60_000);
   });
 });
+
+describe('RequestWindow', () => {
+  it('allows the limit per window (aligned like Braze\'s), then says how long until the next', async () => {
+    const { RequestWindow } = await import('../../src/delivery/request-window.js');
+    const clock = new ManualClock(10_000);
+    const w = new RequestWindow(3, 3_000, clock);
+    expect([w.take(), w.take(), w.take()]).toEqual([0, 0, 0]);
+    expect(w.take()).toBe(2_000); // the window is [9000, 12000)
+    clock.advance(1_999);
+    expect(w.take()).toBe(1);
+    clock.advance(1);
+    expect(w.take()).toBe(0);
+    clock.advance(10_000);
+    expect([w.take(), w.take(), w.take(), w.take()]).toEqual([0, 0, 0, 2_000]);
+  });
+});
