@@ -8,6 +8,7 @@ commands:
   run                 run the gateway from the environment (and GATEWAY_CONFIG)
   demo                run both legs on an embedded default: local broker, stand-ins, sample traffic
   backfill FILE...    load Currents Avro files from a storage export through the inbound leg
+  replay [--reason R] [--connector C] [--leg L] [--from ISO] [--to ISO] [--dry-run] [--limit N]   send dead letters back through their leg
   check-config        validate the configuration and print it with secrets redacted
   check-config --reference   print every setting as a Markdown table
 `;
@@ -23,6 +24,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'backfill':
       return runBackfill(rest);
+    case 'replay': {
+      const { runReplayCli } = await import('./replay/replay-cli.js');
+      return runReplayCli(rest);
+    }
     case 'check-config':
       return checkConfig(rest);
     case undefined:
