@@ -10,6 +10,10 @@ import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { HealthRegistry } from './health/connector-health.js';
 import { BrazeLeg } from './outbound/braze-leg.js';
+import { HealthStore } from './health/health-store.js';
+import { HealthMonitor, type Expirable } from './health/health-monitor.js';
+import { registerHealthMetrics } from './health/health-metrics.js';
+import type { ConnectorHealth } from './health/connector-health.js';
 import { createOutboundMapper } from './outbound/map-to-braze.js';
 import { buildServer, type ReadinessCheck } from './server.js';
 import { AmplitudeLeg } from './inbound/amplitude-leg.js';
@@ -44,6 +48,9 @@ export class Gateway {
   private ingestBatcher: BatchingProducer | undefined;
   private retryProducer: BatchingProducer | undefined;
   private pacer: IdPacer | undefined;
+  private healthStore: HealthStore | undefined;
+  private monitor: HealthMonitor | undefined;
+  private evictTimer: NodeJS.Timeout | undefined;
   private server: FastifyInstance | undefined;
   private producerConnected = false;
   private stopped = false;
@@ -83,6 +90,25 @@ export class Gateway {
 
     const readiness: ReadinessCheck[] = [{ name: 'kafka_producer', ready: () => this.producerConnected }];
 
+    // Health is restored before the legs start, so a restart does not reset the drop window's clock.
+    this.healthStore = new HealthStore({
+      kafka,
+      topic: config.topics.state,
+      registry: this.health,
+      logger: logger.child({ component: 'health-store' }),
+      clock: this.clock,
+      intervalMs: config.health.saveIntervalMs,
+      fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
+      groupIdPrefix: `${config.kafka.groupId}.state-reader`,
+    });
+    const restored = await this.healthStore.load().catch((err: unknown) => {
+      logger.warn({ err: (err as Error).message }, 'connector health could not be restored; starting fresh');
+      return 0;
+    });
+    if (restored > 0) logger.info({ connectors: restored }, 'connector health restored from the state topic');
+    const healthMetrics = registerHealthMetrics(this.metrics, this.health);
+    const watched: Array<{ health: ConnectorHealth; leg: Expirable }> = [];
+
     if (config.braze) {
       const health = this.health.connector('braze', 'braze');
       let loop: ConsumerLoop | undefined;
@@ -112,6 +138,8 @@ export class Gateway {
       this.loops.push(loop);
       const l = loop;
       readiness.push({ name: 'outbound_consumer', ready: () => l.ready });
+      watched.push({ health, leg: this.brazeLeg });
+      healthMetrics.initConnector('braze');
       logger.info({ topic: config.topics.amplitudeEvents, endpoint: config.braze.restEndpoint }, 'outbound leg (Amplitude events -> Braze) on');
     } else {
       logger.info('outbound leg off: BRAZE_REST_ENDPOINT and BRAZE_API_KEY are not set');
@@ -202,6 +230,10 @@ export class Gateway {
       this.loops.push(loop);
       const l = loop;
       readiness.push({ name: 'inbound_consumer', ready: () => l.ready });
+      watched.push({ health, leg: this.amplitudeLeg });
+      healthMetrics.initConnector('amplitude');
+      const pacer = this.pacer;
+      if (pacer) this.evictTimer = setInterval(() => pacer.evictIdle(), 60_000);
       logger.info({ topic: config.topics.brazeCurrents, endpoint: config.amplitude.httpApiUrl }, 'inbound leg (Currents -> Amplitude) on');
     } else {
       logger.info('inbound leg off: AMPLITUDE_API_KEY is not set');
@@ -215,6 +247,9 @@ export class Gateway {
     } else {
       await this.server.ready();
     }
+    this.monitor = new HealthMonitor({ settings: config.health, connectors: watched, metrics: healthMetrics, store: this.healthStore, logger, clock: this.clock });
+    this.monitor.start();
+    this.healthStore.start(this.producer);
     await Promise.all(this.loops.map((l) => l.start()));
   }
 
@@ -230,6 +265,11 @@ export class Gateway {
     });
   }
 
+  /** runs the drop-window check now (tests; the monitor also runs it on its interval) */
+  checkHealth(): Promise<void> {
+    return this.monitor?.check() ?? Promise.resolve();
+  }
+
   get ready(): boolean {
     return this.producerConnected && this.loops.every((l) => l.ready);
   }
@@ -242,6 +282,9 @@ export class Gateway {
     // Stop taking Currents requests first, so nothing new arrives while the legs drain.
     await this.server?.close();
     await Promise.all(this.loops.map((l) => l.stop(drainTimeoutMs)));
+    if (this.evictTimer) clearInterval(this.evictTimer);
+    await this.monitor?.stop();
+    await this.healthStore?.stop().catch(() => undefined);
     await this.brazeLeg?.close();
     await this.amplitudeLeg?.close();
     await this.ingestProducer?.disconnect().catch(() => undefined);
@@ -254,6 +297,8 @@ export class Gateway {
   async kill(): Promise<void> {
     this.stopped = true;
     await Promise.all(this.loops.map((l) => l.stop(0).catch(() => undefined)));
+    if (this.evictTimer) clearInterval(this.evictTimer);
+    await this.monitor?.stop();
     await this.brazeLeg?.close();
     await this.amplitudeLeg?.close();
     await this.ingestProducer?.disconnect().catch(() => undefined);

@@ -97,7 +97,12 @@ export abstract class DeliveryLeg<I extends LegItem> implements MessageSink {
   protected finish(msg: ConsumedMessage): void {
     msg.handle.done();
     this.pendingSince.delete(msg);
-    if (this.pendingSince.size === 0) for (const w of this.drainWaiters) w();
+    if (this.pendingSince.size === 0) {
+      for (const w of this.drainWaiters) w();
+      // Stopped on refused credentials with nothing left to retry (all expired or dead-lettered):
+      // consume again, so new events probe the credentials instead of the leg staying paused forever.
+      if (this.stopped) this.setStopped(false, 'nothing pending; consuming again to probe the credentials');
+    }
   }
 
   protected skip(msg: ConsumedMessage, reason: string): void {
@@ -133,7 +138,8 @@ export abstract class DeliveryLeg<I extends LegItem> implements MessageSink {
         }, wait);
         return;
       }
-      const first = this.queue.peekReady() as I;
+      const first = this.queue.peekReady();
+      if (!first) return;
       const fullBatchWaiting = this.queue.size >= d.limits.maxPerArray;
       const age = d.clock.now() - first.seenMs;
       if (!fullBatchWaiting && !this.draining && age < d.lingerMs) {
@@ -184,10 +190,10 @@ export abstract class DeliveryLeg<I extends LegItem> implements MessageSink {
   private async expireAmong(items: I[]): Promise<I[]> {
     const cutoff = this.expiryCutoff;
     if (cutoff === undefined) return items;
-    const old = items.filter((i) => i.seenMs < cutoff);
+    const old = items.filter((i) => i.seenMs <= cutoff);
     if (old.length === 0) return items;
     await this.expire(old, cutoff);
-    return items.filter((i) => i.seenMs >= cutoff);
+    return items.filter((i) => i.seenMs > cutoff);
   }
 
   protected expire(items: Array<Pick<I, 'msg' | 'seenMs'>>, cutoff: number): Promise<void> {
@@ -211,7 +217,7 @@ export abstract class DeliveryLeg<I extends LegItem> implements MessageSink {
   async expireBefore(cutoff: number): Promise<number> {
     const start = this.expiredCount;
     this.expiryCutoff = cutoff;
-    await this.expire(this.queue.removeWhere((i) => i.seenMs < cutoff), cutoff);
+    await this.expire(this.queue.removeWhere((i) => i.seenMs <= cutoff), cutoff);
     await this.expireHeld(cutoff);
     await sleep(1_500);
     return this.expiredCount - start;
@@ -242,10 +248,10 @@ export abstract class DeliveryLeg<I extends LegItem> implements MessageSink {
     }
   }
 
-  private setStopped(stopped: boolean): void {
+  private setStopped(stopped: boolean, why?: string): void {
     if (this.stopped === stopped) return;
     this.stopped = stopped;
-    if (!stopped) this.d.logger.info(`${this.d.destination} accepted the credentials again; ${this.d.leg} leg resumed`);
+    if (!stopped) this.d.logger.info(why ? `${this.d.leg} leg: ${why}` : `${this.d.destination} accepted the credentials again; ${this.d.leg} leg resumed`);
     this.d.onStopped?.(stopped);
   }
 

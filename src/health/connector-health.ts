@@ -88,7 +88,7 @@ export class ConnectorHealth {
     const cur = this.rec;
     const newer = (a?: number, b?: number) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
     this.rec = {
-      ...saved,
+      ...(cur.lastSuccessMs === undefined ? saved : {}), // a success since start-up ends the saved failure/expiry
       ...cur,
       lastSuccessMs: newer(saved.lastSuccessMs, cur.lastSuccessMs),
       lastAttemptMs: newer(saved.lastAttemptMs, cur.lastAttemptMs),

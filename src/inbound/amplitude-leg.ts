@@ -176,8 +176,8 @@ export class AmplitudeLeg extends DeliveryLeg<AmplitudeItem> {
   protected override async expireHeld(cutoff: number): Promise<void> {
     const expired: AmplitudeItem[] = [];
     for (const [key, h] of this.holds) {
-      const keep = h.items.filter((i) => i.seenMs >= cutoff);
-      for (const i of h.items) if (i.seenMs < cutoff) {
+      const keep = h.items.filter((i) => i.seenMs > cutoff);
+      for (const i of h.items) if (i.seenMs <= cutoff) {
         expired.push(i);
         this.deps.pacer?.release(key);
       }

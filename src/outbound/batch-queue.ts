@@ -52,8 +52,14 @@ export class KeyedBatchQueue<T extends Batchable> {
 
   /** the oldest ready item, for linger decisions */
   peekReady(): T | undefined {
-    const key = this.ready.peek();
-    return key === undefined ? undefined : this.queues.get(key)?.[0]?.item;
+    for (;;) {
+      const key = this.ready.peek();
+      if (key === undefined) return undefined;
+      const head = this.queues.get(key)?.[0];
+      if (head) return head.item;
+      // every item of this key was removed (expired) while it waited
+      this.ready.pop();
+    }
   }
 
   /**

@@ -75,3 +75,24 @@ describe('KeyedBatchQueue ordering across users', () => {
     expect(q.take().map((i) => i.id)).toEqual([4]);
   });
 });
+
+describe('KeyedBatchQueue removal', () => {
+  it('removes matching items, keeps the rest in order, and skips emptied keys', () => {
+    const q = new KeyedBatchQueue<It>({ maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 });
+    q.push(ev(1, 'a'));
+    q.push(ev(2, 'b'));
+    q.push(ev(3, 'a'));
+    q.push(ev(4, 'c'));
+    expect(q.removeWhere((i) => i.id === 1 || i.key === 'b').map((i) => i.id)).toEqual([1, 2]);
+    expect(q.size).toBe(2);
+    expect(q.peekReady()?.id).toBe(3);
+    expect(q.take().map((i) => i.id)).toEqual([3, 4]);
+    q.push(ev(5, 'd'));
+    q.removeWhere(() => true);
+    expect(q.take()).toEqual([]); // the emptied key is skipped
+    q.push(ev(6, 'e'));
+    q.removeWhere(() => true);
+    expect(q.peekReady()).toBeUndefined();
+    expect(q.hasReady).toBe(false);
+  });
+});

@@ -1,0 +1,134 @@
+import { request } from 'undici';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { startAmplitudeStandIn } from '../../src/standins/amplitude.js';
+import { Gateway } from '../../src/gateway.js';
+import { replayDeadLetters } from '../../src/replay/replay.js';
+import { sampleCurrentsEvent } from '../../src/demo/sample-currents.js';
+import { memoryLogger, readTopic, testConfig, waitFor } from '../support/harness.js';
+
+const TOKEN = 'health-token';
+const AMP_KEY = 'health-amp-key';
+let cluster: MockCluster;
+const cleanups: Array<() => Promise<unknown>> = [];
+
+beforeAll(async () => {
+  cluster = await startMockCluster({ brokers: 1 });
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
+});
+
+let n = 0;
+async function setup(env: Record<string, string> = {}) {
+  const id = `h${++n}-${Date.now()}`;
+  const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}`, retry: `gateway.retry.${id}`, state: `gateway.state.${id}` };
+  await cluster.createTopic(topics.currents, 4);
+  await cluster.createTopic(topics.retry, 4);
+  await cluster.createTopic(topics.dlq, 1);
+  await cluster.createTopic(topics.state, 1);
+  const amp = await startAmplitudeStandIn({ apiKey: AMP_KEY });
+  cleanups.push(() => amp.close());
+  const config = testConfig({
+    KAFKA_BROKERS: cluster.bootstrap,
+    KAFKA_GROUP_ID: `gw-${id}`,
+    KAFKA_SESSION_TIMEOUT_MS: '6000',
+    TOPIC_BRAZE_CURRENTS: topics.currents,
+    TOPIC_DEAD_LETTER: topics.dlq,
+    TOPIC_RETRY: topics.retry,
+    TOPIC_STATE: topics.state,
+    CURRENTS_TOKEN: TOKEN,
+    AMPLITUDE_API_KEY: AMP_KEY,
+    AMPLITUDE_HTTP_API_URL: amp.url,
+    AMPLITUDE_LINGER_MS: '20',
+    AMPLITUDE_AUTH_RETRY_MS: '300',
+    HEALTH_CHECK_INTERVAL_MS: '250',
+    HEALTH_SAVE_INTERVAL_MS: '250',
+    ...env,
+  });
+  const log = memoryLogger('info');
+  const start = async () => {
+    const gw = new Gateway({ config, logger: log.logger });
+    cleanups.push(() => gw.stop(5_000));
+    await gw.start();
+    return gw;
+  };
+  const post = async (gw: Gateway, from: number, count: number) => {
+    const r = await request(`${gw.address}/currents`, {
+      method: 'POST',
+      body: JSON.stringify({ events: Array.from({ length: count }, (_, i) => sampleCurrentsEvent(from + i, { users: 50 })) }),
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+    });
+    await r.body.dump();
+    expect(r.statusCode).toBe(200);
+  };
+  return { topics, amp, config, log, start, post };
+}
+
+const amplitude = (gw: Gateway) => gw.health.snapshots().find((s) => s.name === 'amplitude')!;
+
+describe('connector health and the drop window', () => {
+  it('turns failing on a bad key within seconds, expires pending events into the dead-letter topic at the window, and replay delivers them once the key is fixed', async () => {
+    const { amp, config, log, start, post, topics } = await setup({ DROP_WINDOW_MS: '4000' });
+    amp.setApiKey('a-key-the-gateway-does-not-have');
+    const gw = await start();
+    const t0 = Date.now();
+    await post(gw, 0, 200);
+    const failing = await waitFor(() => amplitude(gw), (s) => s.state === 'failing', 10_000, 'failing');
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(failing).toMatchObject({ lastErrorClass: 'auth', pending: 200 });
+
+    // not before the window…
+    expect(await gw.metrics.value('gateway_drop_window_expired_total')).toBe(0);
+    // …and at it: every pending event moves to the dead-letter topic, the connector turns expired
+    const expired = await waitFor(() => amplitude(gw), (s) => s.state === 'expired', 15_000, 'expired');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(4_000);
+    expect(expired.pending).toBe(0);
+    expect(await gw.metrics.value('gateway_drop_window_expired_total', { connector: 'amplitude' })).toBe(200);
+    const dl = await readTopic(cluster.bootstrap, topics.dlq, 200, 15_000);
+    expect(dl.length).toBe(200);
+    expect(new Set(dl.map((m) => m.headers.reason))).toEqual(new Set(['drop_window_expired']));
+    expect(log.lines().filter((l) => String(l.msg).startsWith('drop window expired')).length).toBe(1);
+    const metricsText = await gw.metrics.registry.metrics();
+    expect(metricsText).toMatch(/gateway_connector_state\{connector="amplitude",state="expired"\} 1/);
+    expect(amp.received.length).toBe(0);
+
+    // the operator fixes the key, then replays what expired
+    amp.setApiKey(AMP_KEY);
+    const report = await replayDeadLetters(config, { filter: { reasons: ['drop_window_expired'] }, dryRun: false }, log.logger);
+    expect(report.replayed).toBe(200);
+    await amp.waitForEvents(200, 30_000).catch(async (err) => {
+      console.log(await gw.metrics.registry.getSingleMetric('gateway_events_dead_lettered_total')!.get(), amplitude(gw), await gw.metrics.value('gateway_events_consumed_total'), amp.stats);
+      throw err;
+    });
+    expect(amp.uniqueInsertIds).toBe(200);
+    await waitFor(() => amplitude(gw).state, (s) => s === 'idle', 10_000, 'idle after replay');
+  }, 90_000);
+
+  it('keeps connector health across a restart, so the drop window clock does not reset', async () => {
+    const { amp, start, post } = await setup();
+    const first = await start();
+    await post(first, 0, 20);
+    const before = await waitFor(() => amplitude(first), (s) => s.delivered === 20 && s.pending === 0, 20_000, 'delivered');
+    expect(before.lastSuccessMs).toBeGreaterThan(0);
+    // now the key stops working: failing-since is recorded
+    amp.setApiKey('rotated');
+    await post(first, 20, 5);
+    const failing = await waitFor(() => amplitude(first), (s) => s.state === 'failing', 10_000, 'failing');
+    await first.stop(1_000);
+    cleanups.pop();
+
+    const second = await start();
+    const restored = amplitude(second);
+    expect(restored.lastSuccessMs).toBe(before.lastSuccessMs);
+    expect(restored.failingSinceMs).toBe(failing.failingSinceMs);
+    expect(restored.lastErrorClass).toBe('auth');
+    expect(restored.delivered).toBe(20);
+    const res = await request(`${second.address}/connectors`);
+    const body = (await res.body.json()) as { connectors: Array<{ name: string; lastSuccess: string; state: string }> };
+    expect(body.connectors.find((c) => c.name === 'amplitude')!.lastSuccess).toBe(new Date(before.lastSuccessMs!).toISOString());
+  }, 90_000);
+});
