@@ -128,9 +128,15 @@ export async function runDemo(argv: string[]): Promise<number> {
   // Inbound traffic: Currents batches of 100 posted to the gateway, as Braze would.
   let posted = 0;
   let answered503 = 0;
+  // One hot device among them (a script or a bot): 200 events at once, far over Amplitude's 30/s
+  // per device, to show the pacing hold the excess and park it without slowing the others.
+  const hotDevice = Math.min(200, Math.floor(args.currents / 10));
   const postBatches = async () => {
     for (let i = 0; i < args.currents; i += 100) {
-      const events = Array.from({ length: Math.min(100, args.currents - i) }, (_, k) => sampleCurrentsEvent(i + k, { users: 1_000 }));
+      const events = Array.from({ length: Math.min(100, args.currents - i) }, (_, k) => {
+        const e = sampleCurrentsEvent(i + k, { users: 1_000 });
+        return i + k < hotDevice ? { ...e, user: { ...e.user, device_id: 'device-hot-demo', external_user_id: 'user-hot-demo' } } : e;
+      });
       const r = await request(`${gateway.address}/currents`, {
         method: 'POST',
         headers: { authorization: `Bearer ${CURRENTS_TOKEN}`, 'content-type': 'application/json', 'braze-currents-version': '1' },
@@ -208,8 +214,9 @@ async function printSummary(
   out(`  skipped: ${await reasons('inbound', 'gateway_events_skipped_total')}`);
   out(`  dead-lettered: ${await reasons('inbound', 'gateway_events_dead_lettered_total')}`);
   const limited = await m.value('gateway_limiter_decisions_total', { decision: 'wait' });
-  const parked = await m.value('gateway_limiter_parked_total');
-  out(`  limited: ${limited} events waited for their device's rate, ${parked} parked`);
+  const parked = await m.value('gateway_limiter_parked_total', { reason: 'rate_limit' });
+  const quota = await m.value('gateway_limiter_parked_total', { reason: 'daily_quota' });
+  out(`  limited: ${limited} events waited for their id's rate (30/s per device and per user), ${parked} of them parked in the retry topic, ${quota} over a daily quota`);
   out('connectors:');
   for (const s of gateway.health.snapshots()) {
     const since = s.secondsSinceLastSuccess !== undefined ? `${s.secondsSinceLastSuccess.toFixed(1)} s since last success` : 'no success yet';
