@@ -108,6 +108,7 @@ export class ConsumerLoop {
     const { topic, partition } = batch;
     const { sink, metrics, leg } = this.o;
     let n = 0;
+    let last: string | undefined;
     for (const m of batch.messages) {
       if (!isRunning() || isStale() || this.stopping) break;
       const handle = this.tracker.track(topic, partition, m.offset);
@@ -121,12 +122,16 @@ export class ConsumerLoop {
         timestampMs: Number(m.timestamp),
         handle,
       });
-      resolveOffset(m.offset);
+      last = m.offset;
       if (++n % 256 === 0) {
+        // The fetch position moves per chunk (every message before it was handed over);
+        // commits come from the tracker alone.
+        resolveOffset(last);
         metrics.consumed.inc({ leg }, 256);
         await this.awaitCapacity(heartbeat, isRunning);
       }
     }
+    if (last !== undefined) resolveOffset(last);
     metrics.consumed.inc({ leg }, n % 256);
     await this.awaitCapacity(heartbeat, isRunning);
   }

@@ -10,7 +10,7 @@ const CLI = join(ROOT, 'dist', 'src', 'cli.js');
 describe('npm run demo', () => {
   it('runs both legs on the embedded default and prints the summary', () => {
     if (!existsSync(CLI)) execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
-    const env = { ...process.env, HTTP_PORT: '0' };
+    const env: NodeJS.ProcessEnv = { ...process.env, HTTP_PORT: '0' };
     delete env.KAFKA_BROKERS;
     const r = spawnSync(process.execPath, [CLI, 'demo', '--events', '3000', '--currents', '600'], { env, encoding: 'utf8', timeout: 120_000 });
     expect(r.status, r.stderr).toBe(0);
