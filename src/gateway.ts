@@ -3,11 +3,11 @@ import type { Producer } from 'kafkajs';
 import { systemClock, type Clock } from './clock.js';
 import type { GatewayConfig } from './config/config.js';
 import { createKafka } from './kafka/client.js';
-import { ConsumerLoop } from './kafka/consumer-loop.js';
+import { ConsumerLoop, type MessageSink } from './kafka/consumer-loop.js';
 import { DeadLetterWriter } from './kafka/dead-letter.js';
 import { BatchingProducer } from './kafka/batching-producer.js';
 import { createLogger, type Logger } from './observability/logger.js';
-import { Metrics } from './observability/metrics.js';
+import { Metrics, type Leg } from './observability/metrics.js';
 import { HealthRegistry } from './health/connector-health.js';
 import { BrazeLeg } from './outbound/braze-leg.js';
 import { HealthStore } from './health/health-store.js';
@@ -81,6 +81,19 @@ export class Gateway {
   async start(): Promise<void> {
     const { config, logger } = this;
     const kafka = createKafka(config.kafka, logger);
+    const consumerLoop = (suffix: string, topic: string, leg: Leg, sink: MessageSink): ConsumerLoop =>
+      new ConsumerLoop({
+        kafka,
+        groupId: `${config.kafka.groupId}.${suffix}`,
+        topics: [topic],
+        leg,
+        sink,
+        logger: logger.child({ leg, topic }),
+        metrics: this.metrics,
+        fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
+        sessionTimeoutMs: config.kafka.sessionTimeoutMs,
+        commitIntervalMs: config.kafka.commitIntervalMs,
+      });
     this.producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: false, maxInFlightRequests: 5 });
     this.producer.on(this.producer.events.CONNECT, () => (this.producerConnected = true));
     this.producer.on(this.producer.events.DISCONNECT, () => (this.producerConnected = false));
@@ -123,18 +136,7 @@ export class Gateway {
         onStopped: (stopped) => (stopped ? loop?.pause() : loop?.resume()),
         onProgress: () => loop?.requestCommit(),
       });
-      loop = new ConsumerLoop({
-        kafka,
-        groupId: `${config.kafka.groupId}.outbound`,
-        topics: [config.topics.amplitudeEvents],
-        leg: 'outbound',
-        sink: this.brazeLeg,
-        logger: logger.child({ leg: 'outbound' }),
-        metrics: this.metrics,
-        fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
-        sessionTimeoutMs: config.kafka.sessionTimeoutMs,
-        commitIntervalMs: config.kafka.commitIntervalMs,
-      });
+      loop = consumerLoop('outbound', config.topics.amplitudeEvents, 'outbound', this.brazeLeg);
       this.loops.push(loop);
       const l = loop;
       readiness.push({ name: 'outbound_consumer', ready: () => l.ready });
@@ -197,36 +199,12 @@ export class Gateway {
         onStopped: (stopped) => {
           for (const l of [loop, retryLoop]) stopped ? l?.pause() : l?.resume();
         },
-        onProgress: () => {
-          loop?.requestCommit();
-          retryLoop?.requestCommit();
-        },
+        // Amplitude deduplicates by insert_id, so a crash's re-sends are harmless here: the interval
+        // commit is enough, and a commit per request would cost more than it saves.
       });
-      retryLoop = new ConsumerLoop({
-        kafka,
-        groupId: `${config.kafka.groupId}.retry`,
-        topics: [config.topics.retry],
-        leg: 'inbound',
-        sink: new RetrySink(this.amplitudeLeg, this.clock, config.limits.retryMaxHeld),
-        logger: logger.child({ leg: 'inbound', topic: 'retry' }),
-        metrics: this.metrics,
-        fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
-        sessionTimeoutMs: config.kafka.sessionTimeoutMs,
-        commitIntervalMs: config.kafka.commitIntervalMs,
-      });
+      retryLoop = consumerLoop('retry', config.topics.retry, 'inbound', new RetrySink(this.amplitudeLeg, this.clock, config.limits.retryMaxHeld));
       this.loops.push(retryLoop);
-      loop = new ConsumerLoop({
-        kafka,
-        groupId: `${config.kafka.groupId}.inbound`,
-        topics: [config.topics.brazeCurrents],
-        leg: 'inbound',
-        sink: this.amplitudeLeg,
-        logger: logger.child({ leg: 'inbound' }),
-        metrics: this.metrics,
-        fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
-        sessionTimeoutMs: config.kafka.sessionTimeoutMs,
-        commitIntervalMs: config.kafka.commitIntervalMs,
-      });
+      loop = consumerLoop('inbound', config.topics.brazeCurrents, 'inbound', this.amplitudeLeg);
       this.loops.push(loop);
       const l = loop;
       readiness.push({ name: 'inbound_consumer', ready: () => l.ready });

@@ -11,8 +11,10 @@ import { DestinationBackoff } from './backoff.js';
 /** One consumed message on its way to a destination. */
 export interface LegItem extends Batchable {
   msg: ConsumedMessage;
-  /** when the gateway first saw it (clock ms): linger and health's oldest-pending age */
+  /** when the gateway first saw it (clock ms), possibly before a trip through Kafka: health's oldest-pending age and the drop window */
   seenMs: number;
+  /** when it entered the batch queue (clock ms): linger counts from here */
+  queuedMs?: number;
 }
 
 export interface DeliveryLegDeps {
@@ -89,8 +91,13 @@ export abstract class DeliveryLeg<I extends LegItem> implements MessageSink {
     this.pendingSince.set(msg, this.d.clock.now());
     const item = this.prepare(msg);
     if (!item) return;
-    this.queue.push(item);
+    this.enqueue(item);
     this.pump();
+  }
+
+  protected enqueue(item: I): void {
+    item.queuedMs = this.d.clock.now();
+    this.queue.push(item);
   }
 
   /** The message is done with: its offset may be committed. */
@@ -141,7 +148,7 @@ export abstract class DeliveryLeg<I extends LegItem> implements MessageSink {
       const first = this.queue.peekReady();
       if (!first) return;
       const fullBatchWaiting = this.queue.size >= d.limits.maxPerArray;
-      const age = d.clock.now() - first.seenMs;
+      const age = d.clock.now() - (first.queuedMs ?? first.seenMs);
       if (!fullBatchWaiting && !this.draining && age < d.lingerMs) {
         this.lingerTimer ??= setTimeout(() => {
           this.lingerTimer = undefined;

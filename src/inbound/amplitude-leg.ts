@@ -145,7 +145,7 @@ export class AmplitudeLeg extends DeliveryLeg<AmplitudeItem> {
         return;
       }
       h.items.shift();
-      if (v.kind === 'send') this.queue.push(head);
+      if (v.kind === 'send') this.enqueue(head);
       else {
         pacer.release(key);
         if (v.kind === 'park') void this.park(head, v.untilMs, v.reason);

@@ -5,10 +5,11 @@
  * longer window), so a gateway whose own per-identity limiter leaks shows up as 429s here.
  * Plain `node:http` keeps the per-request cost low enough for benchmark traffic over keep-alive.
  */
-import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { AMPLITUDE_BLOCKED_IDS } from '../inbound/currents-to-amplitude.js';
 import { gunzipSync } from 'node:zlib';
 import { systemClock, type Clock } from '../clock.js';
+import { CountWaiters, readBody, send, serve, type StandInFault } from './http-util.js';
 
 export interface AmplitudeStandInOptions {
   /** The project API key expected in the body's `api_key`. */
@@ -28,22 +29,8 @@ export interface AmplitudeStandInOptions {
   host?: string;
 }
 
-export interface AmplitudeFault {
-  /** HTTP status to answer; 0 destroys the connection without an answer (a reset). */
-  status: number;
-  /** How many consecutive requests get this answer. */
-  count: number;
-  headers?: Record<string, string>;
-  /** JSON body (a string is sent as text). Default: `{"code": status, "error": ...}`, the documented body where there is one. */
-  body?: unknown;
-  /** Real milliseconds to wait before answering, to provoke client timeouts. */
-  delayMs?: number;
-  /**
-   * Process (and store) the request normally, then send the fault instead of the real answer:
-   * the "accepted but the answer was lost" case that retries with stable `insert_id`s must survive.
-   */
-  afterProcessing?: boolean;
-}
+/** Default body: Amplitude's `{"code", "error"}` form. */
+export type AmplitudeFault = StandInFault;
 
 export interface AmplitudeStandInStats {
   requests: number;
@@ -91,22 +78,7 @@ const HOUR_MS = 3_600_000;
  * Values Amplitude refuses as ids. The reference leaves case-sensitivity open; matching without
  * case is the stricter choice.
  */
-const BLOCKED_IDS = new Set([
-  'anonymous',
-  'nil',
-  'none',
-  'null',
-  'n/a',
-  'na',
-  'undefined',
-  'unknown',
-  '""',
-  '00000000-0000-0000-0000-000000000000',
-  '{}',
-  'lmy47d',
-  '0',
-  '-1',
-]);
+const BLOCKED_IDS = new Set(AMPLITUDE_BLOCKED_IDS);
 
 type FieldKind = 'int' | 'number' | 'string' | 'object';
 const TYPED_FIELDS: ReadonlyArray<readonly [string, FieldKind]> = [
@@ -196,44 +168,6 @@ function defaultFaultBody(status: number, epsThreshold: number): unknown {
   return { code: status, error: STATUS_CODES[status] ?? 'Error' };
 }
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  if (res.writableEnded || res.destroyed) return;
-  const text = typeof body === 'string';
-  const payload = text ? body : JSON.stringify(body);
-  res.writeHead(status, {
-    ...headers,
-    'content-type': text ? 'text/plain; charset=utf-8' : 'application/json',
-    'content-length': String(Buffer.byteLength(payload)),
-  });
-  res.end(payload);
-}
-
-interface BodyRead {
-  body: Buffer;
-  bytes: number;
-  tooLarge: boolean;
-}
-
-/** Reads the whole body but keeps at most `limit` bytes, so an oversized upload still drains and the connection stays usable. */
-function readBody(req: IncomingMessage, limit: number): Promise<BodyRead> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    let tooLarge = false;
-    req.on('data', (chunk: Buffer) => {
-      bytes += chunk.length;
-      if (bytes > limit) {
-        tooLarge = true;
-        chunks.length = 0;
-      } else {
-        chunks.push(chunk);
-      }
-    });
-    req.on('end', () => resolve({ body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), bytes, tooLarge }));
-    req.on('error', reject);
-  });
-}
-
 /**
  * Per-id state, kept compact because benchmarks create many ids: a ring of the last N arrival
  * times (enough to decide "more than N in any second") and, only when a quota is set, 24 hourly
@@ -318,13 +252,6 @@ class IdLedger {
   }
 }
 
-interface Waiter {
-  n: number;
-  resolve: () => void;
-  reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
-}
-
 function addIndex(map: Record<string, number[]>, field: string, index: number): void {
   const list = map[field];
   if (list) list.push(index);
@@ -360,7 +287,7 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
   // Devices and users are separate key spaces: the same string may be both a device and a user id.
   const devices = new IdLedger(perSecond === false ? 1 : perSecond, quota);
   const users = new IdLedger(perSecond === false ? 1 : perSecond, quota);
-  const waiters = new Set<Waiter>();
+  const waiters = new CountWaiters(() => received.length, 'Amplitude stand-in');
   const timers = new Set<NodeJS.Timeout>();
 
   function takeFault(): AmplitudeFault | undefined {
@@ -395,16 +322,6 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
       timers.add(t);
     } else {
       fire();
-    }
-  }
-
-  function notifyWaiters(): void {
-    for (const w of waiters) {
-      if (received.length >= w.n) {
-        clearTimeout(w.timer);
-        waiters.delete(w);
-        w.resolve();
-      }
     }
   }
 
@@ -664,28 +581,11 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
     }
     stats.acceptedEvents += toStore.length;
     reply(200, { code: 200, events_ingested: toStore.length, payload_size_bytes: read.bytes, server_upload_time: now });
-    notifyWaiters();
+    waiters.notify();
   }
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      // A stand-in bug must surface as a 500 the test can see, not crash the test process.
-      answer(res, 500, { code: 500, error: `stand-in error: ${err instanceof Error ? err.message : String(err)}` });
-    });
-  });
-  // Longer than undici's keep-alive so benchmark connections are reused rather than re-opened.
-  server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 66_000;
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+  const server = await serve(handle, (res, err) => answer(res, 500, { code: 500, error: `stand-in error: ${err instanceof Error ? err.message : String(err)}` }), opts.port ?? 0, host);
+  const url = server.url;
 
   return {
     url,
@@ -702,19 +602,7 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
       if (fault.count > 0) faults.push({ ...fault });
     },
     waitForEvents(n: number, timeoutMs: number): Promise<void> {
-      if (received.length >= n) return Promise.resolve();
-      return new Promise<void>((resolve, reject) => {
-        const w: Waiter = {
-          n,
-          resolve,
-          reject,
-          timer: setTimeout(() => {
-            waiters.delete(w);
-            reject(new Error(`Amplitude stand-in: ${received.length} of ${n} events after ${timeoutMs} ms`));
-          }, timeoutMs),
-        };
-        waiters.add(w);
-      });
+      return waiters.wait(n, timeoutMs);
     },
     reset(): void {
       // Cleared in place so that references a test already holds stay live.
@@ -738,14 +626,8 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
     async close(): Promise<void> {
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      for (const w of waiters) {
-        clearTimeout(w.timer);
-        w.reject(new Error('Amplitude stand-in closed'));
-      }
-      waiters.clear();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
+      waiters.rejectAll();
+      await server.close();
     },
   };
 }

@@ -5,9 +5,9 @@
  * benchmarks and `npm run demo` catch a gateway that would be refused by the real service. Plain
  * `node:http` keeps the per-request cost low enough for benchmark traffic over keep-alive.
  */
-import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { systemClock, type Clock } from '../clock.js';
+import { CountWaiters, readBody, send, serve, type StandInFault } from './http-util.js';
 
 export type BrazeArrayName = 'events' | 'attributes' | 'purchases';
 
@@ -29,23 +29,8 @@ export interface BrazeStandInOptions {
   host?: string;
 }
 
-export interface BrazeFault {
-  /** HTTP status to answer; 0 destroys the connection without an answer (a reset). */
-  status: number;
-  /** How many consecutive requests get this answer. */
-  count: number;
-  /** Sent over the rate-limit headers, so a test can set e.g. `X-RateLimit-Reset` or `Retry-After`. */
-  headers?: Record<string, string>;
-  /** JSON body (a string is sent as text). Default: a body in Braze's `{"message": ...}` form. */
-  body?: unknown;
-  /** Real milliseconds to wait before answering, to provoke client timeouts. */
-  delayMs?: number;
-  /**
-   * Process (and store) the request normally, then send the fault instead of the real answer:
-   * the "accepted but the answer was lost" case that makes blind retries duplicate events.
-   */
-  afterProcessing?: boolean;
-}
+/** Default body: Braze's `{"message": ...}` form. */
+export type BrazeFault = StandInFault;
 
 export type BrazeRejectPredicate = (
   obj: Record<string, unknown>,
@@ -251,56 +236,11 @@ function validateObject(obj: unknown, array: BrazeArrayName): string | undefined
   return checkAttributes(obj);
 }
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
-  if (res.writableEnded || res.destroyed) return;
-  const text = typeof body === 'string';
-  const payload = text ? body : JSON.stringify(body);
-  res.writeHead(status, {
-    ...headers,
-    'content-type': text ? 'text/plain; charset=utf-8' : 'application/json',
-    'content-length': String(Buffer.byteLength(payload)),
-  });
-  res.end(payload);
-}
-
-interface BodyRead {
-  body: Buffer;
-  bytes: number;
-  tooLarge: boolean;
-}
-
-/** Reads the whole body but keeps at most `limit` bytes, so an oversized upload still drains and the connection stays usable. */
-function readBody(req: IncomingMessage, limit: number): Promise<BodyRead> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    let tooLarge = false;
-    req.on('data', (chunk: Buffer) => {
-      bytes += chunk.length;
-      if (bytes > limit) {
-        tooLarge = true;
-        chunks.length = 0;
-      } else {
-        chunks.push(chunk);
-      }
-    });
-    req.on('end', () => resolve({ body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), bytes, tooLarge }));
-    req.on('error', reject);
-  });
-}
-
 function defaultFaultBody(status: number): unknown {
   if (status === 429) return { message: RATE_LIMITED };
   if (status === 413) return { message: 'Request Entity Too Large' };
   if (status === 401) return { message: 'Invalid API key: ' };
   return { message: STATUS_CODES[status] ?? 'Error' };
-}
-
-interface Waiter {
-  n: number;
-  resolve: () => void;
-  reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
 }
 
 export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<BrazeStandIn> {
@@ -331,7 +271,7 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
   };
   let windowStart = Number.NEGATIVE_INFINITY;
   let windowUsed = 0;
-  const waiters = new Set<Waiter>();
+  const waiters = new CountWaiters(() => received.events.length, 'Braze stand-in');
   const timers = new Set<NodeJS.Timeout>();
 
   function takeFault(): BrazeFault | undefined {
@@ -387,16 +327,6 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
       timers.add(t);
     } else {
       fire();
-    }
-  }
-
-  function notifyWaiters(): void {
-    for (const w of waiters) {
-      if (received.events.length >= w.n) {
-        clearTimeout(w.timer);
-        waiters.delete(w);
-        w.resolve();
-      }
     }
   }
 
@@ -545,28 +475,11 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
     if (errors.length > 0) body.errors = errors;
     stats.acceptedObjects += acceptedCount;
     reply(201, body);
-    if (accepted.events.length > 0) notifyWaiters();
+    if (accepted.events.length > 0) waiters.notify();
   }
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      // A stand-in bug must surface as a 500 the test can see, not crash the test process.
-      answer(res, 500, { message: `stand-in error: ${err instanceof Error ? err.message : String(err)}` }, {});
-    });
-  });
-  // Longer than undici's keep-alive so benchmark connections are reused rather than re-opened.
-  server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 66_000;
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+  const server = await serve(handle, (res, err) => answer(res, 500, { message: `stand-in error: ${err instanceof Error ? err.message : String(err)}` }, {}), opts.port ?? 0, host);
+  const url = server.url;
 
   return {
     url,
@@ -582,19 +495,7 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
       rejectPred = pred;
     },
     waitForEvents(n: number, timeoutMs: number): Promise<void> {
-      if (received.events.length >= n) return Promise.resolve();
-      return new Promise<void>((resolve, reject) => {
-        const w: Waiter = {
-          n,
-          resolve,
-          reject,
-          timer: setTimeout(() => {
-            waiters.delete(w);
-            reject(new Error(`Braze stand-in: ${received.events.length} of ${n} events after ${timeoutMs} ms`));
-          }, timeoutMs),
-        };
-        waiters.add(w);
-      });
+      return waiters.wait(n, timeoutMs);
     },
     reset(): void {
       // Cleared in place so that references a test already holds stay live.
@@ -621,14 +522,8 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
     async close(): Promise<void> {
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      for (const w of waiters) {
-        clearTimeout(w.timer);
-        w.reject(new Error('Braze stand-in closed'));
-      }
-      waiters.clear();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
+      waiters.rejectAll();
+      await server.close();
     },
   };
 }

@@ -1,36 +1,25 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Partitioners, type Producer } from 'kafkajs';
 import { ManualClock } from '../../src/clock.js';
 import { HealthRegistry, type PendingProbe } from '../../src/health/connector-health.js';
 import { HealthStore, parseHealthRecord } from '../../src/health/health-store.js';
-import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
-import { memoryLogger, produce, testKafka } from '../support/harness.js';
+import { memoryLogger, produce, testKafka, useMockCluster } from '../support/harness.js';
 
 const T0 = Date.UTC(2024, 0, 1);
 const H = 3_600_000;
 
-let cluster: MockCluster;
-const cleanups: Array<() => Promise<unknown>> = [];
-
-beforeAll(async () => {
-  cluster = await startMockCluster({ brokers: 1 });
-});
-afterAll(async () => {
-  await cluster?.stop();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-});
+const broker = useMockCluster();
+const cleanups = broker.cleanups;
 
 let n = 0;
 const freshTopic = (): string => `gateway.state.t${++n}-${Date.now()}`;
 
 function store(topic: string, registry: HealthRegistry, clock: ManualClock, logger = memoryLogger('debug').logger): HealthStore {
-  return new HealthStore({ kafka: testKafka(cluster.bootstrap), topic, registry, logger, clock, intervalMs: 60_000, fetchMaxWaitMs: 50, groupIdPrefix: 'health-store-test' });
+  return new HealthStore({ kafka: testKafka(broker.cluster.bootstrap), topic, registry, logger, clock, intervalMs: 60_000, fetchMaxWaitMs: 50, groupIdPrefix: 'health-store-test' });
 }
 
 async function producer(): Promise<Producer> {
-  const p = testKafka(cluster.bootstrap).producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  const p = testKafka(broker.cluster.bootstrap).producer({ createPartitioner: Partitioners.DefaultPartitioner });
   await p.connect();
   cleanups.push(() => p.disconnect());
   return p;
@@ -38,7 +27,7 @@ async function producer(): Promise<Producer> {
 
 /** records in the topic, from the partitions' end offsets (the test broker never compacts) */
 async function recordCount(topic: string): Promise<number> {
-  const admin = testKafka(cluster.bootstrap).admin();
+  const admin = testKafka(broker.cluster.bootstrap).admin();
   await admin.connect();
   try {
     const offsets = await admin.fetchTopicOffsets(topic);
@@ -49,7 +38,7 @@ async function recordCount(topic: string): Promise<number> {
 }
 
 async function topicExists(topic: string): Promise<boolean> {
-  const admin = testKafka(cluster.bootstrap).admin();
+  const admin = testKafka(broker.cluster.bootstrap).admin();
   await admin.connect();
   try {
     return (await admin.listTopics()).includes(topic);
@@ -61,7 +50,7 @@ async function topicExists(topic: string): Promise<boolean> {
 describe('HealthStore on a Kafka-protocol broker', () => {
   it('saves connectors, and a fresh registry after a "restart" gets the latest record of each back', async () => {
     const topic = freshTopic();
-    await cluster.createTopic(topic, 3);
+    await broker.cluster.createTopic(topic, 3);
     const clock = new ManualClock(T0);
     const before = new HealthRegistry(clock);
     const braze = before.connector('braze', 'braze');
@@ -125,7 +114,7 @@ describe('HealthStore on a Kafka-protocol broker', () => {
 
   it('coalesces concurrent saves: a burst costs at most two writes', async () => {
     const topic = freshTopic();
-    await cluster.createTopic(topic, 1);
+    await broker.cluster.createTopic(topic, 1);
     const clock = new ManualClock(T0);
     const registry = new HealthRegistry(clock);
     registry.connector('braze', 'braze');
@@ -150,7 +139,7 @@ describe('HealthStore on a Kafka-protocol broker', () => {
 
   it('load() on an existing, empty topic returns 0 quickly', async () => {
     const topic = freshTopic();
-    await cluster.createTopic(topic, 4);
+    await broker.cluster.createTopic(topic, 4);
     const clock = new ManualClock(T0);
     const started = Date.now();
     expect(await store(topic, new HealthRegistry(clock), clock).load()).toBe(0);
@@ -159,10 +148,10 @@ describe('HealthStore on a Kafka-protocol broker', () => {
 
   it('skips garbage records (logging them) without losing the valid record before them; honours tombstones', async () => {
     const topic = freshTopic();
-    await cluster.createTopic(topic, 2);
+    await broker.cluster.createTopic(topic, 2);
     const good = (name: string, kind: string, extra: Record<string, unknown> = {}) =>
       JSON.stringify({ version: 1, savedAt: T0, name, kind, delivered: 7, lastSuccessMs: T0 - H, ...extra });
-    await produce(cluster.bootstrap, topic, [
+    await produce(broker.cluster.bootstrap, topic, [
       { key: 'braze', value: good('braze', 'braze', { failingSinceMs: T0 - 1_000, lastErrorClass: 'retryable', lastError: 'timeout' }) },
       { key: 'braze', value: 'not json {' },
       { key: 'braze', value: JSON.stringify([1, 2, 3]) },

@@ -1,39 +1,28 @@
 import { request } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { describe, expect, it } from 'vitest';
 import { startAmplitudeStandIn } from '../../src/standins/amplitude.js';
 import { Gateway } from '../../src/gateway.js';
 import { replayDeadLetters } from '../../src/replay/replay.js';
 import { sampleCurrentsEvent } from '../../src/demo/sample-currents.js';
-import { memoryLogger, readTopic, testConfig, waitFor } from '../support/harness.js';
+import { memoryLogger, readTopic, testConfig, waitFor, useMockCluster } from '../support/harness.js';
 
 const TOKEN = 'health-token';
 const AMP_KEY = 'health-amp-key';
-let cluster: MockCluster;
-const cleanups: Array<() => Promise<unknown>> = [];
-
-beforeAll(async () => {
-  cluster = await startMockCluster({ brokers: 1 });
-});
-afterAll(async () => {
-  await cluster?.stop();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-});
+const broker = useMockCluster();
+const cleanups = broker.cleanups;
 
 let n = 0;
 async function setup(env: Record<string, string> = {}) {
   const id = `h${++n}-${Date.now()}`;
   const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}`, retry: `gateway.retry.${id}`, state: `gateway.state.${id}` };
-  await cluster.createTopic(topics.currents, 4);
-  await cluster.createTopic(topics.retry, 4);
-  await cluster.createTopic(topics.dlq, 1);
-  await cluster.createTopic(topics.state, 1);
+  await broker.cluster.createTopic(topics.currents, 4);
+  await broker.cluster.createTopic(topics.retry, 4);
+  await broker.cluster.createTopic(topics.dlq, 1);
+  await broker.cluster.createTopic(topics.state, 1);
   const amp = await startAmplitudeStandIn({ apiKey: AMP_KEY });
   cleanups.push(() => amp.close());
   const config = testConfig({
-    KAFKA_BROKERS: cluster.bootstrap,
+    KAFKA_BROKERS: broker.cluster.bootstrap,
     KAFKA_GROUP_ID: `gw-${id}`,
     KAFKA_SESSION_TIMEOUT_MS: '6000',
     TOPIC_BRAZE_CURRENTS: topics.currents,
@@ -88,7 +77,7 @@ describe('connector health and the drop window', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(4_000);
     expect(expired.pending).toBe(0);
     expect(await gw.metrics.value('gateway_drop_window_expired_total', { connector: 'amplitude' })).toBe(200);
-    const dl = await readTopic(cluster.bootstrap, topics.dlq, 200, 15_000);
+    const dl = await readTopic(broker.cluster.bootstrap, topics.dlq, 200, 15_000);
     expect(dl.length).toBe(200);
     expect(new Set(dl.map((m) => m.headers.reason))).toEqual(new Set(['drop_window_expired']));
     expect(log.lines().filter((l) => String(l.msg).startsWith('drop window expired')).length).toBe(1);

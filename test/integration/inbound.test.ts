@@ -1,6 +1,5 @@
 import { request } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { describe, expect, it } from 'vitest';
 import { startAmplitudeStandIn, type AmplitudeStandIn } from '../../src/standins/amplitude.js';
 import { Gateway } from '../../src/gateway.js';
 import { sampleCurrentsEvent } from '../../src/demo/sample-currents.js';
@@ -9,33 +8,23 @@ import { backfill } from '../../src/inbound/backfill.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memoryLogger, readTopic, testConfig, waitFor } from '../support/harness.js';
+import { memoryLogger, readTopic, testConfig, waitFor, useMockCluster } from '../support/harness.js';
 
 const TOKEN = 'currents-token-123';
 const AMP_KEY = 'amp-key-456';
-let cluster: MockCluster;
-const cleanups: Array<() => Promise<unknown>> = [];
-
-beforeAll(async () => {
-  cluster = await startMockCluster({ brokers: 1 });
-});
-afterAll(async () => {
-  await cluster?.stop();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-});
+const broker = useMockCluster();
+const cleanups = broker.cleanups;
 
 let n = 0;
 async function setup(env: Record<string, string> = {}, ampOpts: Partial<Parameters<typeof startAmplitudeStandIn>[0]> = {}) {
   const id = `i${++n}-${Date.now()}`;
   const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}` };
-  await cluster.createTopic(topics.currents, 4);
-  await cluster.createTopic(topics.dlq, 1);
+  await broker.cluster.createTopic(topics.currents, 4);
+  await broker.cluster.createTopic(topics.dlq, 1);
   const amp = await startAmplitudeStandIn({ apiKey: AMP_KEY, ...ampOpts });
   cleanups.push(() => amp.close());
   const config = testConfig({
-    KAFKA_BROKERS: cluster.bootstrap,
+    KAFKA_BROKERS: broker.cluster.bootstrap,
     KAFKA_GROUP_ID: `gw-${id}`,
     TOPIC_BRAZE_CURRENTS: topics.currents,
     TOPIC_DEAD_LETTER: topics.dlq,
@@ -120,9 +109,9 @@ describe('POST /currents contract', () => {
     const r = await post(JSON.stringify({ events: [...good, noIdentity, broken] }));
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ stored: 10, dead_lettered: 2 });
-    const stored = await readTopic(cluster.bootstrap, topics.currents, 10, 10_000);
+    const stored = await readTopic(broker.cluster.bootstrap, topics.currents, 10, 10_000);
     expect(stored.map((m) => m.key).sort()).toEqual(good.map((e) => e.user.device_id).sort());
-    const dl = await readTopic(cluster.bootstrap, topics.dlq, 2, 10_000);
+    const dl = await readTopic(broker.cluster.bootstrap, topics.dlq, 2, 10_000);
     expect(dl.map((m) => m.headers.reason).sort()).toEqual(['missing_event_type', 'no_identity']);
     expect(dl.every((m) => m.headers.connector === 'currents' && m.headers.leg === 'inbound')).toBe(true);
   });
@@ -158,12 +147,12 @@ describe('POST /currents contract', () => {
   it('answers 503 while the broker is down, and 200 once it is back', async () => {
     const { post } = await setup({ AMPLITUDE_API_KEY: '' });
     expect((await post(batch(0, 5))).status).toBe(200);
-    await cluster.brokerDown(1);
+    await broker.cluster.brokerDown(1);
     try {
       const r = await post(batch(5, 5));
       expect(r.status).toBe(503);
     } finally {
-      await cluster.brokerUp(1);
+      await broker.cluster.brokerUp(1);
     }
     await waitFor(async () => (await post(batch(10, 5))).status, (s) => s === 200, 30_000, '200 after the broker returned');
   });
@@ -203,7 +192,7 @@ describe('inbound leg: Currents -> Kafka -> Amplitude HTTP API', () => {
     amp.injectFaults({ status: 400, count: 1, body: { code: 400, error: 'Invalid field values on some events', events_with_invalid_fields: { time: [1, 3] }, events_with_missing_fields: {} } });
     await post(batch(0, 10, 10));
     await amp.waitForEvents(8, 20_000);
-    const dl = await readTopic(cluster.bootstrap, topics.dlq, 2, 10_000);
+    const dl = await readTopic(broker.cluster.bootstrap, topics.dlq, 2, 10_000);
     expect(dl.map((m) => m.headers.reason)).toEqual(['invalid_fields', 'invalid_fields']);
     await new Promise((r) => setTimeout(r, 300));
     expect(amp.received.length).toBe(8);
@@ -256,7 +245,7 @@ describe('inbound leg: Currents -> Kafka -> Amplitude HTTP API', () => {
     });
     await post(batch(0, 10, 10));
     await amp.waitForEvents(9, 10_000);
-    const dl = await readTopic(cluster.bootstrap, topics.dlq, 1, 10_000);
+    const dl = await readTopic(broker.cluster.bootstrap, topics.dlq, 1, 10_000);
     expect(dl[0]!.headers.reason).toBe('daily_quota');
     expect(JSON.parse(dl[0]!.value!.toString()).user.device_id).toBe('device-000002');
   });

@@ -1,38 +1,27 @@
 import { request } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { describe, expect, it } from 'vitest';
 import { startAmplitudeStandIn } from '../../src/standins/amplitude.js';
 import { Gateway } from '../../src/gateway.js';
 import type { CurrentsEvent } from '../../src/inbound/currents-types.js';
-import { memoryLogger, testConfig, waitFor } from '../support/harness.js';
+import { memoryLogger, testConfig, waitFor, useMockCluster } from '../support/harness.js';
 
 const TOKEN = 'limits-token';
 const AMP_KEY = 'limits-amp-key';
-let cluster: MockCluster;
-const cleanups: Array<() => Promise<unknown>> = [];
-
-beforeAll(async () => {
-  cluster = await startMockCluster({ brokers: 1 });
-});
-afterAll(async () => {
-  await cluster?.stop();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-});
+const broker = useMockCluster();
+const cleanups = broker.cleanups;
 
 let n = 0;
 async function setup(env: Record<string, string> = {}, ampOpts: Partial<Parameters<typeof startAmplitudeStandIn>[0]> = {}) {
   const id = `l${++n}-${Date.now()}`;
   const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}`, retry: `gateway.retry.${id}`, state: `gateway.state.${id}` };
-  await cluster.createTopic(topics.currents, 4);
-  await cluster.createTopic(topics.retry, 4);
-  await cluster.createTopic(topics.dlq, 1);
-  await cluster.createTopic(topics.state, 1);
+  await broker.cluster.createTopic(topics.currents, 4);
+  await broker.cluster.createTopic(topics.retry, 4);
+  await broker.cluster.createTopic(topics.dlq, 1);
+  await broker.cluster.createTopic(topics.state, 1);
   const amp = await startAmplitudeStandIn({ apiKey: AMP_KEY, ...ampOpts });
   cleanups.push(() => amp.close());
   const config = testConfig({
-    KAFKA_BROKERS: cluster.bootstrap,
+    KAFKA_BROKERS: broker.cluster.bootstrap,
     KAFKA_GROUP_ID: `gw-${id}`,
     TOPIC_BRAZE_CURRENTS: topics.currents,
     TOPIC_DEAD_LETTER: topics.dlq,

@@ -1,35 +1,23 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { describe, expect, it } from 'vitest';
 import { startBrazeStandIn, type BrazeStandIn } from '../../src/standins/braze.js';
 import { Gateway } from '../../src/gateway.js';
 import { sampleEvent } from '../../src/demo/sample-events.js';
-import { memoryLogger, produce, readTopic, testConfig, waitFor } from '../support/harness.js';
+import { memoryLogger, produce, readTopic, testConfig, useMockCluster, waitFor } from '../support/harness.js';
 
 const KEY = 'braze-test-key';
-let cluster: MockCluster;
-const running: Array<{ stop: () => Promise<unknown> }> = [];
-
-beforeAll(async () => {
-  cluster = await startMockCluster({ brokers: 1 });
-});
-afterAll(async () => {
-  await cluster?.stop();
-});
-afterEach(async () => {
-  while (running.length) await running.pop()!.stop().catch(() => undefined);
-});
+const broker = useMockCluster();
 
 let n = 0;
 /** a fresh topic set per test, so tests never see each other's messages or offsets */
 async function setup(env: Record<string, string> = {}, brazeOpts: Partial<Parameters<typeof startBrazeStandIn>[0]> = {}) {
   const id = `t${++n}-${Date.now()}`;
   const topics = { events: `amplitude.events.${id}`, dlq: `gateway.dead-letter.${id}` };
-  await cluster.createTopic(topics.events, 4);
-  await cluster.createTopic(topics.dlq, 1);
+  await broker.cluster.createTopic(topics.events, 4);
+  await broker.cluster.createTopic(topics.dlq, 1);
   const braze = await startBrazeStandIn({ apiKey: KEY, ...brazeOpts });
-  running.push({ stop: () => braze.close() });
+  broker.cleanups.push(() => braze.close());
   const config = testConfig({
-    KAFKA_BROKERS: cluster.bootstrap,
+    KAFKA_BROKERS: broker.cluster.bootstrap,
     KAFKA_GROUP_ID: `gw-${id}`,
     TOPIC_AMPLITUDE_EVENTS: topics.events,
     TOPIC_DEAD_LETTER: topics.dlq,
@@ -40,7 +28,7 @@ async function setup(env: Record<string, string> = {}, brazeOpts: Partial<Parame
   const log = memoryLogger('info');
   const start = async () => {
     const gw = new Gateway({ config, listen: false, logger: log.logger });
-    running.push({ stop: () => gw.stop(5_000) });
+    broker.cleanups.push(() => gw.stop(5_000));
     await gw.start();
     return gw;
   };
@@ -52,7 +40,7 @@ function events(count: number, users: number) {
 }
 
 async function produceSamples(topic: string, samples: ReturnType<typeof events>) {
-  await produce(cluster.bootstrap, topic, samples.map((s) => ({ key: s.key, value: JSON.stringify(s.value) })));
+  await produce(broker.cluster.bootstrap, topic, samples.map((s) => ({ key: s.key, value: JSON.stringify(s.value) })));
 }
 
 /** Braze events carry `properties.seq`: the sample index they came from */
@@ -108,10 +96,10 @@ describe('outbound leg: Amplitude events on Kafka -> Braze /users/track', () => 
       mixed.push({ key: g.key, value: JSON.stringify(g.value) });
       if (i % 200 === 0) for (const p of poison) mixed.push({ key: g.key, value: p.value });
     });
-    await produce(cluster.bootstrap, topics.events, mixed);
+    await produce(broker.cluster.bootstrap, topics.events, mixed);
     const gw = await start();
     await braze.waitForEvents(1_000, 30_000);
-    const dl = await readTopic(cluster.bootstrap, topics.dlq, 25, 15_000);
+    const dl = await readTopic(broker.cluster.bootstrap, topics.dlq, 25, 15_000);
     expect(dl.length).toBe(25);
     const reasons = dl.map((m) => m.headers.reason).sort();
     expect(reasons).toEqual(poison.flatMap((p) => Array(5).fill(p.reason)).sort());
@@ -135,7 +123,7 @@ describe('outbound leg: Amplitude events on Kafka -> Braze /users/track', () => 
       { key: 'u', value: JSON.stringify({ event_type: 'debug_ping', user_id: 'user-1', time: 1 }) },
       { key: 'u', value: JSON.stringify({ event_type: 'kept', user_id: 'user-1', time: 1 }) },
     ];
-    await produce(cluster.bootstrap, topics.events, msgs);
+    await produce(broker.cluster.bootstrap, topics.events, msgs);
     const gw = await start();
     await braze.waitForEvents(1, 20_000);
     await waitFor(() => gw.metrics.value('gateway_events_skipped_total'), (v) => v === 3, 5_000, 'skipped');
@@ -150,7 +138,7 @@ describe('outbound leg: Amplitude events on Kafka -> Braze /users/track', () => 
     await produceSamples(topics.events, events(500, 40));
     const gw = await start();
     await waitFor(() => gw.metrics.value('gateway_events_delivered_total'), (v) => v === 495, 20_000, 'delivered');
-    const dl = await readTopic(cluster.bootstrap, topics.dlq, 5, 10_000);
+    const dl = await readTopic(broker.cluster.bootstrap, topics.dlq, 5, 10_000);
     expect(dl.map((m) => m.headers.reason)).toEqual(Array(5).fill('rejected_by_destination'));
     expect(dl.map((m) => (JSON.parse(m.value!.toString()) as { event_properties: { seq: number } }).event_properties.seq).sort((a, b) => a - b)).toEqual([7, 107, 207, 307, 407]);
     expect(seqs(braze).length).toBe(495);

@@ -1,4 +1,6 @@
 import { Kafka, logLevel, type IHeaders } from 'kafkajs';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
 import { Writable } from 'node:stream';
 import { loadConfig, type GatewayConfig } from '../../src/config/config.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
@@ -99,4 +101,29 @@ export async function waitFor<T>(probe: () => T | Promise<T>, ok: (v: T) => bool
     last = await probe();
   }
   return last;
+}
+
+/**
+ * One mock broker per test file, started before its tests and stopped after them, plus a list of
+ * clean-ups run after each test (stand-ins, gateways), newest first.
+ */
+export function useMockCluster(): { readonly cluster: MockCluster; cleanups: Array<() => Promise<unknown>> } {
+  const state: { cluster?: MockCluster } = {};
+  const cleanups: Array<() => Promise<unknown>> = [];
+  beforeAll(async () => {
+    state.cluster = await startMockCluster({ brokers: 1 });
+  });
+  afterAll(async () => {
+    await state.cluster?.stop();
+  });
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
+  });
+  return {
+    get cluster(): MockCluster {
+      if (!state.cluster) throw new Error('the mock cluster starts in beforeAll');
+      return state.cluster;
+    },
+    cleanups,
+  };
 }
