@@ -1,9 +1,13 @@
 /**
  * Shared pieces of the benchmarks: the result shape every benchmark returns, the one-JSON-line
- * output format `npm run bench` prints, and small helpers (timing, CPU accounting, a silent logger).
+ * output format `npm run bench` prints, and small helpers (settings, timing, CPU accounting and
+ * profiling, a silent logger). What only the Kafka / gateway benchmarks share is in support.ts.
  *
  * Benchmarks report; they never assert. A missed target is a number in the output, not a failure.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { createLogger, type Logger } from '../src/observability/logger.js';
 
 export interface BenchResult {
@@ -44,6 +48,26 @@ export function printResult(r: BenchResult): void {
   process.stdout.write(`${formatResult(r)}\n`);
 }
 
+/**
+ * The two results of a comparison, rates rounded to whole events/s: the baseline (ratio 1) and the
+ * contender measured against it.
+ */
+export function versusResults(base: { bench: string; rate: number }, contender: { bench: string; rate: number }): BenchResult[] {
+  return [
+    { bench: base.bench, value: Math.round(base.rate), unit: 'events/s', baseline: base.bench, ratio: 1 },
+    { bench: contender.bench, value: Math.round(contender.rate), unit: 'events/s', baseline: base.bench, ratio: roundRatio(contender.rate / base.rate) },
+  ];
+}
+
+/** A positive integer setting from the environment; `def` when unset or empty. */
+export function envInt(name: string, def: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
 /** Progress and detail go to stderr, so stdout carries only the result lines. */
 export function note(text: string): void {
   process.stderr.write(`${text}\n`);
@@ -77,6 +101,40 @@ export function silentLogger(): Logger {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** `p`, or a rejection `<what()> after <ms> ms` when it takes longer than `ms`. */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what()} after ${ms} ms`)), ms);
+    }),
+  ]);
+}
+
+/**
+ * Runs `fn` under the V8 CPU profiler when `dir` names a directory (a benchmark's
+ * BENCH_..._CPU_PROFILE setting), writing the profile there as `<name>.cpuprofile`; otherwise just runs it.
+ */
+export async function profiled<T>(dir: string | undefined, name: string, fn: () => Promise<T>): Promise<T> {
+  if (!dir) return fn();
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${name}.cpuprofile`);
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+    note(`  CPU profile: ${file}`);
+  }
 }
 
 /** Runs the garbage collector when the process was started with `--expose-gc` (bench/run.ts makes sure of it). */

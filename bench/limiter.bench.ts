@@ -15,14 +15,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { systemClock } from '../src/clock.js';
 import { IdentityLimiter, type IdentityLimits } from '../src/limits/identity-limiter.js';
-
-export interface BenchResult {
-  bench: string;
-  value: number;
-  unit: string;
-  baseline: string;
-  ratio: number;
-}
+import { fmt, note, type BenchResult } from './common.js';
 
 const IDENTITIES = 1_000_000;
 const DECISIONS = 5_000_000;
@@ -40,14 +33,6 @@ const LIMITS: IdentityLimits = { eventsPerSecond: 30, dailyQuota: 500_000 };
 const TARGET_DECISIONS = 5_000_000;
 const TARGET_BYTES = 100;
 
-function log(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
-
-function fmt(n: number): string {
-  return Math.round(n).toLocaleString('en-US');
-}
-
 function findGc(): () => void {
   const exposed = (globalThis as { gc?: () => void }).gc;
   if (typeof exposed === 'function') return exposed;
@@ -55,7 +40,7 @@ function findGc(): () => void {
   setFlagsFromString('--expose-gc');
   const fn: unknown = runInNewContext('gc');
   if (typeof fn === 'function') return fn as () => void;
-  log('warning: gc not available, memory figures include garbage');
+  note('warning: gc not available, memory figures include garbage');
   return () => undefined;
 }
 
@@ -121,7 +106,7 @@ function mapLookups(ids: string[], order: Int32Array): number {
   for (let i = 0; i < order.length; i++) sum += map.get(ids[order[i] ?? 0] ?? '') ?? 0;
   const rate = order.length / seconds(t0);
   // Consumes the sum so the lookups cannot be optimised away.
-  if (sum < 0) log('unreachable');
+  if (sum < 0) note('unreachable');
   return rate;
 }
 
@@ -135,13 +120,13 @@ async function bottleneckDecisions(group: Bottleneck.Group, ids: string[], order
     for (const ok of await Promise.all(batch)) if (ok) allowed++;
   }
   const rate = order.length / seconds(t0);
-  if (allowed === 0) log('warning: bottleneck allowed nothing');
+  if (allowed === 0) note('warning: bottleneck allowed nothing');
   return rate;
 }
 
 export async function runLimiterBench(): Promise<BenchResult[]> {
   const gc = findGc();
-  log(`limiter bench: ${fmt(IDENTITIES)} identities, ${fmt(DECISIONS)} random decisions; bottleneck.Group ${fmt(BN_KEYS)} keys`);
+  note(`limiter bench: ${fmt(IDENTITIES)} identities, ${fmt(DECISIONS)} random decisions; bottleneck.Group ${fmt(BN_KEYS)} keys`);
   const ids = makeIds(IDENTITIES);
   const order = randomOrder(DECISIONS, IDENTITIES);
   const bnOrder = randomOrder(BN_DECISIONS, BN_KEYS);
@@ -152,7 +137,7 @@ export async function runLimiterBench(): Promise<BenchResult[]> {
   for (let i = 0; i < IDENTITIES; i++) lim.tryTake(ids[i] ?? '');
   const filled = settledBytes(gc);
   const ourBytes = (filled - base) / lim.size;
-  log(
+  note(
     `IdentityLimiter: ${ourBytes.toFixed(1)} bytes/identity measured (heapUsed+arrayBuffers delta), ` +
       `${(lim.approximateBytes() / lim.size).toFixed(1)} by approximateBytes(); id strings are not retained`,
   );
@@ -162,18 +147,18 @@ export async function runLimiterBench(): Promise<BenchResult[]> {
   limiterDecisions(lim, ids, order.subarray(0, 1_000_000));
   limiterBatchDecisions(lim, ids, order.subarray(0, 1_000_000));
   const single = limiterDecisions(lim, ids, order);
-  log(`IdentityLimiter.tryTake: ${fmt(single.rate)} decisions/s over ${fmt(lim.size)} identities (${fmt(single.allowed)} allowed)`);
+  note(`IdentityLimiter.tryTake: ${fmt(single.rate)} decisions/s over ${fmt(lim.size)} identities (${fmt(single.allowed)} allowed)`);
   const batched = limiterBatchDecisions(lim, ids, order);
-  log(`IdentityLimiter.tryTakeMany (${BATCH}/call): ${fmt(batched.rate)} decisions/s (${fmt(batched.allowed)} allowed)`);
+  note(`IdentityLimiter.tryTakeMany (${BATCH}/call): ${fmt(batched.rate)} decisions/s (${fmt(batched.allowed)} allowed)`);
   const mapRate = mapLookups(ids, order);
-  log(`  reference: bare Map<string, number>.get on the same pattern: ${fmt(mapRate)} lookups/s`);
+  note(`  reference: bare Map<string, number>.get on the same pattern: ${fmt(mapRate)} lookups/s`);
   // Same calls on identities that fit in cache: separates the limiter's CPU cost from DRAM latency.
   const hot = new IdentityLimiter(LIMITS, systemClock);
   const hotOrder = randomOrder(DECISIONS, HOT_SET);
   limiterBatchDecisions(hot, ids, hotOrder.subarray(0, 1_000_000));
   const hotSingle = limiterDecisions(hot, ids, hotOrder);
   const hotBatch = limiterBatchDecisions(hot, ids, hotOrder);
-  log(`  hot set of ${fmt(HOT_SET)} identities: tryTake ${fmt(hotSingle.rate)}/s, tryTakeMany ${fmt(hotBatch.rate)}/s`);
+  note(`  hot set of ${fmt(HOT_SET)} identities: tryTake ${fmt(hotSingle.rate)}/s, tryTakeMany ${fmt(hotBatch.rate)}/s`);
 
   // ---- bottleneck.Group baseline ----
   // minTime spacing is Bottleneck's per-key "30/s"; the reservoir form would start one heartbeat
@@ -184,10 +169,10 @@ export async function runLimiterBench(): Promise<BenchResult[]> {
   for (let i = 0; i < BN_KEYS; i++) group.key(ids[i] ?? '');
   const bnFilled = settledBytes(gc);
   const bnBytes = (bnFilled - bnBase) / BN_KEYS;
-  log(`bottleneck.Group: ${bnBytes.toFixed(1)} bytes/key (${fmt(BN_KEYS)} keys; key strings were already allocated)`);
+  note(`bottleneck.Group: ${bnBytes.toFixed(1)} bytes/key (${fmt(BN_KEYS)} keys; key strings were already allocated)`);
   await bottleneckDecisions(group, ids, bnOrder.subarray(0, 50_000));
   const bnRate = await bottleneckDecisions(group, ids, bnOrder);
-  log(`bottleneck.Group: ${fmt(bnRate)} check() decisions/s (${fmt(BN_KEYS)} keys, ${fmt(BN_BATCH)} concurrent)`);
+  note(`bottleneck.Group: ${fmt(bnRate)} check() decisions/s (${fmt(BN_KEYS)} keys, ${fmt(BN_BATCH)} concurrent)`);
 
   const bnLabel = `bottleneck.Group ${BN_KEYS} keys check() = ${Math.round(bnRate)} decisions/s`;
   const results: BenchResult[] = [
@@ -213,13 +198,13 @@ export async function runLimiterBench(): Promise<BenchResult[]> {
       ratio: bnBytes / ourBytes,
     },
   ];
-  log(
+  note(
     `targets: >= ${fmt(TARGET_DECISIONS)} decisions/s ${batched.rate >= TARGET_DECISIONS ? 'MET' : 'NOT MET'} (batch path); ` +
       `<= ${TARGET_BYTES} bytes/identity ${ourBytes <= TARGET_BYTES ? 'MET' : 'NOT MET'} ` +
       `(ratios > 1 mean IdentityLimiter is better)`,
   );
   // Keeps the limiter reachable until here so the memory figure is not of a collected object.
-  if (lim.size !== IDENTITIES) log(`warning: tracked ${lim.size} identities`);
+  if (lim.size !== IDENTITIES) note(`warning: tracked ${lim.size} identities`);
   return results;
 }
 

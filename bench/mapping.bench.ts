@@ -9,8 +9,7 @@
 import { pathToFileURL } from 'node:url';
 import { createOutboundMapper } from '../src/outbound/map-to-braze.js';
 import { defaultOutboundMapping } from '../src/outbound/mapping-config.js';
-
-export type BenchResult = { bench: string; value: number; unit: string; baseline: string; ratio: number };
+import { note, printResult, roundRatio, type BenchResult } from './common.js';
 
 const MESSAGE_COUNT = 200_000;
 const USER_COUNT = 20_000;
@@ -178,10 +177,10 @@ export async function runMappingBench(): Promise<BenchResult[]> {
     await new Promise((resolve) => setImmediate(resolve));
   }
   if (sink === 0) throw new Error('benchmark produced no output');
-  process.stderr.write(
+  note(
     `outbound_mapping: ${messages.length} messages, avg ${Math.round(
       messages.reduce((n, m) => n + m.length, 0) / messages.length,
-    )} B; mapper ${Math.round(bestOurs)} events/s, json_parse_stringify ${Math.round(bestBaseline)} events/s\n`,
+    )} B; mapper ${Math.round(bestOurs)} events/s, json_parse_stringify ${Math.round(bestBaseline)} events/s`,
   );
   return [
     {
@@ -189,12 +188,12 @@ export async function runMappingBench(): Promise<BenchResult[]> {
       value: Math.round(bestOurs),
       unit: 'events/s',
       baseline: 'json_parse_stringify',
-      ratio: Math.round((bestOurs / bestBaseline) * 1000) / 1000,
+      ratio: roundRatio(bestOurs / bestBaseline),
     },
   ];
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const results = await runMappingBench();
-  for (const r of results) process.stdout.write(`${JSON.stringify(r)}\n`);
+  for (const r of results) printResult(r);
 }
