@@ -90,7 +90,8 @@ export class AmplitudeLeg extends DeliveryLeg<AmplitudeItem> {
     }
     const ev = r.event;
     const eventJson = JSON.stringify(ev);
-    const receivedAt = Number(headerString(msg.headers[RECEIVED_AT_HEADER]));
+    // Parked events carry their first receipt in a header; others were stamped by the record timestamp.
+    const receivedAt = Number(headerString(msg.headers[RECEIVED_AT_HEADER]) || msg.timestampMs);
     const item: AmplitudeItem = {
       key: identityKey(ev, this.mapping) ?? '',
       msg,

@@ -224,10 +224,17 @@ const USER_FIELDS = ['user_id', 'external_user_id', 'device_id', 'timezone'] as 
  * Unknown top-level fields are dropped: Braze adds fields over time, and the event's payload lives
  * in `properties`.
  */
-export function validateCurrentsEvent(raw: unknown, limits: Pick<BodyLimits, 'maxDepth' | 'maxStringLength'> = DEFAULT_BODY_LIMITS): ValidateEventResult {
+export function validateCurrentsEvent(
+  raw: unknown,
+  limits: Pick<BodyLimits, 'maxDepth' | 'maxStringLength'> = DEFAULT_BODY_LIMITS,
+  /** the caller already ran checkDepthAndStrings over the whole body this event came from */
+  bodyChecked = false,
+): ValidateEventResult {
   if (!isPlainObject(raw)) return { ok: false, reason: 'not_object', message: `event must be a JSON object, got ${describeType(raw)}` };
-  const checked = checkDepthAndStrings(raw, limits);
-  if (!checked.ok) return checked;
+  if (!bodyChecked) {
+    const checked = checkDepthAndStrings(raw, limits);
+    if (!checked.ok) return checked;
+  }
 
   const id = raw['id'];
   if (typeof id !== 'string' || id.length === 0) {

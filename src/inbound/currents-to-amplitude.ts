@@ -413,16 +413,27 @@ export function idRejection(id: string, opts: Pick<CurrentsMappingOptions, 'minI
   // Blocked first: `null` is also short, but "blocked" is the more useful reason to report.
   const blocked = opts.blockedIds ?? AMPLITUDE_BLOCKED_IDS;
   if (opts.blockedIdsCaseSensitive) {
-    if (blocked.includes(id)) return 'blocked';
-  } else {
-    const lower = id.toLowerCase();
-    if (blocked.some((b) => b.toLowerCase() === lower)) return 'blocked';
-  }
-  // Code points, not UTF-16 units, so an id of two emoji is two characters long.
+    if (blockedSet(blocked, false).has(id)) return 'blocked';
+  } else if (blockedSet(blocked, true).has(id.toLowerCase())) return 'blocked';
+  const min = opts.minIdLength ?? DEFAULTS.minIdLength;
+  // Code points, not UTF-16 units, so an id of two emoji is two characters long; an id of at least
+  // 2×min units has at least min code points, so only short ones need counting.
+  if (id.length >= 2 * min) return undefined;
   let length = 0;
   for (const _ of id) length++;
-  if (length < (opts.minIdLength ?? DEFAULTS.minIdLength)) return 'too_short';
+  if (length < min) return 'too_short';
   return undefined;
+}
+
+/** blocked-id lists as Sets, built once per list (this runs for every event) */
+const blockedSets = new WeakMap<readonly string[], { exact: Set<string>; lower: Set<string> }>();
+function blockedSet(list: readonly string[], lower: boolean): Set<string> {
+  let s = blockedSets.get(list);
+  if (!s) {
+    s = { exact: new Set(list), lower: new Set(list.map((b) => b.toLowerCase())) };
+    blockedSets.set(list, s);
+  }
+  return lower ? s.lower : s.exact;
 }
 
 function nonEmpty(v: string | undefined): string | undefined {
