@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { Producer } from 'kafkajs';
+import type { Kafka, Producer } from 'kafkajs';
 import { systemClock, type Clock } from './clock.js';
 import type { GatewayConfig } from './config/config.js';
 import { createKafka } from './kafka/client.js';
@@ -12,7 +12,7 @@ import { HealthRegistry } from './health/connector-health.js';
 import { BrazeLeg } from './outbound/braze-leg.js';
 import { HealthStore } from './health/health-store.js';
 import { HealthMonitor, type Expirable } from './health/health-monitor.js';
-import { registerHealthMetrics } from './health/health-metrics.js';
+import { registerHealthMetrics, type HealthMetrics } from './health/health-metrics.js';
 import type { ConnectorHealth } from './health/connector-health.js';
 import { createOutboundMapper } from './outbound/map-to-braze.js';
 import { buildServer, type ReadinessCheck } from './server.js';
@@ -20,6 +20,18 @@ import { AmplitudeLeg } from './inbound/amplitude-leg.js';
 import { currentsRoute } from './inbound/currents-route.js';
 import { IdPacer } from './inbound/id-pacer.js';
 import { RetrySink } from './inbound/retry-sink.js';
+
+/** What the legs are wired with as the gateway starts. */
+interface Wiring {
+  kafka: Kafka;
+  consumerLoop: (suffix: string, topic: string, leg: Leg, sink: MessageSink) => ConsumerLoop;
+  readiness: ReadinessCheck[];
+  watched: Array<{ health: ConnectorHealth; leg: Expirable }>;
+  healthMetrics: HealthMetrics;
+  deadLetters: DeadLetterWriter;
+  producer: Producer;
+  plugins: Array<(app: FastifyInstance) => Promise<void> | void>;
+}
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -122,13 +134,37 @@ export class Gateway {
     const healthMetrics = registerHealthMetrics(this.metrics, this.health);
     const watched: Array<{ health: ConnectorHealth; leg: Expirable }> = [];
 
+    const plugins: NonNullable<Parameters<typeof buildServer>[0]['plugins']> = [];
+    const w: Wiring = { kafka, consumerLoop, readiness, watched, healthMetrics, deadLetters: this.deadLetters, producer: this.producer, plugins };
+    this.startOutbound(w);
+    await this.startCurrents(w);
+    this.startInbound(w);
+
+    this.server = await buildServer({ logger, metrics: this.metrics, health: this.health, readiness, plugins });
+    this.registerGauges();
+    if (this.o.listen ?? true) {
+      await this.server.listen({ port: config.http.port, host: config.http.host });
+      logger.info({ url: this.address }, 'HTTP server listening (/metrics, /healthz, /readyz, /connectors)');
+    } else {
+      await this.server.ready();
+    }
+    this.monitor = new HealthMonitor({ settings: config.health, connectors: watched, metrics: healthMetrics, store: this.healthStore, logger, clock: this.clock });
+    this.monitor.start();
+    this.healthStore.start(this.producer);
+    await Promise.all(this.loops.map((l) => l.start()));
+  }
+
+  /** Amplitude events on Kafka -> Braze, when Braze credentials are set. */
+  private startOutbound(w: Wiring): void {
+    const { config, logger } = this;
+    const { consumerLoop, readiness, watched, healthMetrics, deadLetters } = w;
     if (config.braze) {
       const health = this.health.connector('braze', 'braze');
       let loop: ConsumerLoop | undefined;
       this.brazeLeg = new BrazeLeg({
         settings: config.braze,
         mapper: createOutboundMapper(config.outbound),
-        deadLetters: this.deadLetters,
+        deadLetters: deadLetters,
         health,
         logger: logger.child({ leg: 'outbound' }),
         metrics: this.metrics,
@@ -147,7 +183,12 @@ export class Gateway {
       logger.info('outbound leg off: BRAZE_REST_ENDPOINT and BRAZE_API_KEY are not set');
     }
 
-    const plugins: Parameters<typeof buildServer>[0]['plugins'] = [];
+  }
+
+  /** POST /currents -> Kafka, when CURRENTS_TOKEN is set. */
+  private async startCurrents(w: Wiring): Promise<void> {
+    const { config, logger } = this;
+    const { kafka, deadLetters } = w;
     if (config.currents) {
       // A producer of its own with short retries: a Currents request must get its 503 in seconds
       // when Kafka is away, not wait out the long retries the dead-letter writes use.
@@ -162,12 +203,12 @@ export class Gateway {
         retryBaseMs: 100,
         ackTimeoutMs: config.currents.ackTimeoutMs,
       });
-      plugins.push(
+      w.plugins.push(
         currentsRoute({
           settings: config.currents,
           topic: config.topics.brazeCurrents,
           producer: this.ingestBatcher,
-          deadLetters: this.deadLetters,
+          deadLetters: deadLetters,
           minIdLength: config.inbound.mapping.minIdLength,
           metrics: this.metrics,
           logger: logger.child({ component: 'currents' }),
@@ -180,18 +221,24 @@ export class Gateway {
       logger.info('Currents ingestion off: CURRENTS_TOKEN is not set');
     }
 
+  }
+
+  /** Currents on Kafka -> Amplitude (with pacing and the retry topic), when AMPLITUDE_API_KEY is set. */
+  private startInbound(w: Wiring): void {
+    const { config, logger } = this;
+    const { consumerLoop, readiness, watched, healthMetrics, deadLetters, producer } = w;
     if (config.amplitude.apiKey) {
       const health = this.health.connector('amplitude', 'amplitude');
       let loop: ConsumerLoop | undefined;
       let retryLoop: ConsumerLoop | undefined;
       if (config.limits.enabled) this.pacer = new IdPacer(config.limits, this.clock, this.metrics);
-      this.retryProducer = new BatchingProducer(this.producer, logger, { name: 'retry', lingerMs: 5, maxBatch: 1_000, maxInFlight: 2, maxAttempts: Infinity, retryBaseMs: 500, ackTimeoutMs: 30_000 });
+      this.retryProducer = new BatchingProducer(producer, logger, { name: 'retry', lingerMs: 5, maxBatch: 1_000, maxInFlight: 2, maxAttempts: Infinity, retryBaseMs: 500, ackTimeoutMs: 30_000 });
       this.amplitudeLeg = new AmplitudeLeg({
         amplitude: { ...config.amplitude, apiKey: config.amplitude.apiKey },
         settings: config.inbound,
         ...(this.pacer ? { pacer: this.pacer } : {}),
         retry: { topic: config.topics.retry, producer: this.retryProducer },
-        deadLetters: this.deadLetters,
+        deadLetters: deadLetters,
         health,
         logger: logger.child({ leg: 'inbound' }),
         metrics: this.metrics,
@@ -217,18 +264,6 @@ export class Gateway {
       logger.info('inbound leg off: AMPLITUDE_API_KEY is not set');
     }
 
-    this.server = await buildServer({ logger, metrics: this.metrics, health: this.health, readiness, plugins });
-    this.registerGauges();
-    if (this.o.listen ?? true) {
-      await this.server.listen({ port: config.http.port, host: config.http.host });
-      logger.info({ url: this.address }, 'HTTP server listening (/metrics, /healthz, /readyz, /connectors)');
-    } else {
-      await this.server.ready();
-    }
-    this.monitor = new HealthMonitor({ settings: config.health, connectors: watched, metrics: healthMetrics, store: this.healthStore, logger, clock: this.clock });
-    this.monitor.start();
-    this.healthStore.start(this.producer);
-    await Promise.all(this.loops.map((l) => l.start()));
   }
 
   /** Gauges computed at scrape time, so they are never stale. */

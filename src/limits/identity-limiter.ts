@@ -141,6 +141,7 @@ export class IdentityLimiter {
   private readonly batchLo = new Int32Array(BATCH);
   private readonly batchHi = new Int32Array(BATCH);
   private readonly batchSlot = new Int32Array(BATCH);
+  /** written with the prefetch loads in tryTakeMany so the engine cannot drop them as dead code */
   private sink = 0;
   private readonly wideBuckets = new Map<number, number>();
   private readonly parked = new Map<number, Parked>();
