@@ -1,55 +1,25 @@
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { startAmplitudeStandIn } from '../../src/standins/amplitude.js';
 import { Gateway } from '../../src/gateway.js';
 import { replayDeadLetters } from '../../src/replay/replay.js';
 import { sampleCurrentsEvent } from '../../src/demo/sample-currents.js';
-import { memoryLogger, readTopic, testConfig, waitFor, useMockCluster } from '../support/harness.js';
+import { readTopic, useMockCluster, waitFor } from '../support/harness.js';
+import { AMPLITUDE_KEY, CURRENTS_TOKEN, inboundHarness } from '../support/inbound-harness.js';
 
-const TOKEN = 'health-token';
-const AMP_KEY = 'health-amp-key';
 const broker = useMockCluster();
-const cleanups = broker.cleanups;
 
-let n = 0;
 async function setup(env: Record<string, string> = {}) {
-  const id = `h${++n}-${Date.now()}`;
-  const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}`, retry: `gateway.retry.${id}`, state: `gateway.state.${id}` };
-  await broker.cluster.createTopic(topics.currents, 4);
-  await broker.cluster.createTopic(topics.retry, 4);
-  await broker.cluster.createTopic(topics.dlq, 1);
-  await broker.cluster.createTopic(topics.state, 1);
-  const amp = await startAmplitudeStandIn({ apiKey: AMP_KEY });
-  cleanups.push(() => amp.close());
-  const config = testConfig({
-    KAFKA_BROKERS: broker.cluster.bootstrap,
-    KAFKA_GROUP_ID: `gw-${id}`,
+  const { topics, amp, config, log, start } = await inboundHarness(broker, {
     KAFKA_SESSION_TIMEOUT_MS: '6000',
-    TOPIC_BRAZE_CURRENTS: topics.currents,
-    TOPIC_DEAD_LETTER: topics.dlq,
-    TOPIC_RETRY: topics.retry,
-    TOPIC_STATE: topics.state,
-    CURRENTS_TOKEN: TOKEN,
-    AMPLITUDE_API_KEY: AMP_KEY,
-    AMPLITUDE_HTTP_API_URL: amp.url,
-    AMPLITUDE_LINGER_MS: '20',
-    AMPLITUDE_AUTH_RETRY_MS: '300',
     HEALTH_CHECK_INTERVAL_MS: '250',
     HEALTH_SAVE_INTERVAL_MS: '250',
     ...env,
   });
-  const log = memoryLogger('info');
-  const start = async () => {
-    const gw = new Gateway({ config, logger: log.logger });
-    cleanups.push(() => gw.stop(5_000));
-    await gw.start();
-    return gw;
-  };
   const post = async (gw: Gateway, from: number, count: number) => {
     const r = await request(`${gw.address}/currents`, {
       method: 'POST',
       body: JSON.stringify({ events: Array.from({ length: count }, (_, i) => sampleCurrentsEvent(from + i, { users: 50 })) }),
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${CURRENTS_TOKEN}` },
     });
     await r.body.dump();
     expect(r.statusCode).toBe(200);
@@ -86,7 +56,7 @@ describe('connector health and the drop window', () => {
     expect(amp.received.length).toBe(0);
 
     // the operator fixes the key, then replays what expired
-    amp.setApiKey(AMP_KEY);
+    amp.setApiKey(AMPLITUDE_KEY);
     const report = await replayDeadLetters(config, { filter: { reasons: ['drop_window_expired'] }, dryRun: false }, log.logger);
     expect(report.replayed).toBe(200);
     await amp.waitForEvents(200, 30_000).catch(async (err) => {
@@ -108,7 +78,7 @@ describe('connector health and the drop window', () => {
     await post(first, 20, 5);
     const failing = await waitFor(() => amplitude(first), (s) => s.state === 'failing', 10_000, 'failing');
     await first.stop(1_000);
-    cleanups.pop();
+    broker.cleanups.pop();
 
     const second = await start();
     const restored = amplitude(second);

@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { startAmplitudeStandIn, type AmplitudeStandIn } from '../../src/standins/amplitude.js';
+import type { AmplitudeStandIn } from '../../src/standins/amplitude.js';
 import { Gateway } from '../../src/gateway.js';
 import { sampleCurrentsEvent } from '../../src/demo/sample-currents.js';
 import { encodeAvroContainer, loadCurrentsSchemas, currentsEventToAvroRecord } from '../../src/inbound/currents-avro.js';
@@ -8,47 +8,22 @@ import { backfill } from '../../src/inbound/backfill.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memoryLogger, readTopic, testConfig, waitFor, useMockCluster } from '../support/harness.js';
+import { memoryLogger, readTopic, useMockCluster, waitFor } from '../support/harness.js';
+import { AMPLITUDE_KEY, CURRENTS_TOKEN, inboundHarness } from '../support/inbound-harness.js';
 
-const TOKEN = 'currents-token-123';
-const AMP_KEY = 'amp-key-456';
 const broker = useMockCluster();
-const cleanups = broker.cleanups;
 
-let n = 0;
-async function setup(env: Record<string, string> = {}, ampOpts: Partial<Parameters<typeof startAmplitudeStandIn>[0]> = {}) {
-  const id = `i${++n}-${Date.now()}`;
-  const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}` };
-  await broker.cluster.createTopic(topics.currents, 4);
-  await broker.cluster.createTopic(topics.dlq, 1);
-  const amp = await startAmplitudeStandIn({ apiKey: AMP_KEY, ...ampOpts });
-  cleanups.push(() => amp.close());
-  const config = testConfig({
-    KAFKA_BROKERS: broker.cluster.bootstrap,
-    KAFKA_GROUP_ID: `gw-${id}`,
-    TOPIC_BRAZE_CURRENTS: topics.currents,
-    TOPIC_DEAD_LETTER: topics.dlq,
-    CURRENTS_TOKEN: TOKEN,
-    CURRENTS_ACK_TIMEOUT_MS: '2000',
-    AMPLITUDE_API_KEY: AMP_KEY,
-    AMPLITUDE_HTTP_API_URL: amp.url,
-    AMPLITUDE_LINGER_MS: '20',
-    AMPLITUDE_RETRY_BASE_MS: '50',
-    AMPLITUDE_RETRY_MAX_MS: '500',
-    AMPLITUDE_AUTH_RETRY_MS: '300',
-    AMPLITUDE_THROTTLE_HOLD_MS: '500',
-    ...env,
-  });
-  const log = memoryLogger('info');
+async function setup(env: Record<string, string> = {}, ampOpts: Parameters<typeof inboundHarness>[2] = {}) {
+  const { topics, amp, config, log } = await inboundHarness(broker, { CURRENTS_ACK_TIMEOUT_MS: '2000', AMPLITUDE_THROTTLE_HOLD_MS: '500', ...env }, ampOpts);
   const gw = new Gateway({ config, logger: log.logger });
-  cleanups.push(() => gw.stop(5_000));
+  broker.cleanups.push(() => gw.stop(5_000));
   await gw.start();
   const url = `${gw.address}/currents`;
   const post = (body: string | Buffer, headers: Record<string, string> = {}) =>
     request(url, {
       method: 'POST',
       body,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}`, 'braze-currents-version': '1', ...headers },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${CURRENTS_TOKEN}`, 'braze-currents-version': '1', ...headers },
     }).then(async (r) => ({ status: r.statusCode, body: (await r.body.json().catch(() => ({}))) as Record<string, unknown> }));
   return { topics, amp, gw, url, post, log, config };
 }
@@ -73,8 +48,8 @@ describe('POST /currents contract', () => {
     const { post, gw } = await setup();
     expect((await post('{"events":[]}', { authorization: '' })).status).toBe(401);
     expect((await post('{"events":[]}', { authorization: 'Bearer nope' })).status).toBe(401);
-    expect((await post(batch(0, 5), { authorization: `Bearer ${TOKEN}x` })).status).toBe(401);
-    expect((await post(batch(0, 5), { authorization: `Basic ${TOKEN}` })).status).toBe(401);
+    expect((await post(batch(0, 5), { authorization: `Bearer ${CURRENTS_TOKEN}x` })).status).toBe(401);
+    expect((await post(batch(0, 5), { authorization: `Basic ${CURRENTS_TOKEN}` })).status).toBe(401);
     expect((await post('{"events":[]}')).status).toBe(200);
     expect(await gw.metrics.value('gateway_currents_events_total')).toBe(0);
     expect(await gw.metrics.value('gateway_currents_requests_total', { status: '401' })).toBe(4);
@@ -205,7 +180,7 @@ describe('inbound leg: Currents -> Kafka -> Amplitude HTTP API', () => {
     const failing = await waitFor(() => gw.health.snapshots().find((s) => s.name === 'amplitude')!, (s) => s.state === 'failing', 10_000, 'failing');
     expect(failing.lastErrorClass).toBe('auth');
     expect(await gw.metrics.value('gateway_events_dead_lettered_total')).toBe(0);
-    amp.setApiKey(AMP_KEY);
+    amp.setApiKey(AMPLITUDE_KEY);
     await amp.waitForEvents(500, 20_000);
     expect(insertIds(amp).size).toBe(500);
   });

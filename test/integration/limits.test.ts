@@ -1,54 +1,19 @@
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { startAmplitudeStandIn } from '../../src/standins/amplitude.js';
-import { Gateway } from '../../src/gateway.js';
 import type { CurrentsEvent } from '../../src/inbound/currents-types.js';
-import { memoryLogger, testConfig, waitFor, useMockCluster } from '../support/harness.js';
+import { useMockCluster, waitFor } from '../support/harness.js';
+import { CURRENTS_TOKEN, inboundHarness } from '../support/inbound-harness.js';
 
-const TOKEN = 'limits-token';
-const AMP_KEY = 'limits-amp-key';
 const broker = useMockCluster();
-const cleanups = broker.cleanups;
 
-let n = 0;
-async function setup(env: Record<string, string> = {}, ampOpts: Partial<Parameters<typeof startAmplitudeStandIn>[0]> = {}) {
-  const id = `l${++n}-${Date.now()}`;
-  const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}`, retry: `gateway.retry.${id}`, state: `gateway.state.${id}` };
-  await broker.cluster.createTopic(topics.currents, 4);
-  await broker.cluster.createTopic(topics.retry, 4);
-  await broker.cluster.createTopic(topics.dlq, 1);
-  await broker.cluster.createTopic(topics.state, 1);
-  const amp = await startAmplitudeStandIn({ apiKey: AMP_KEY, ...ampOpts });
-  cleanups.push(() => amp.close());
-  const config = testConfig({
-    KAFKA_BROKERS: broker.cluster.bootstrap,
-    KAFKA_GROUP_ID: `gw-${id}`,
-    TOPIC_BRAZE_CURRENTS: topics.currents,
-    TOPIC_DEAD_LETTER: topics.dlq,
-    TOPIC_RETRY: topics.retry,
-    TOPIC_STATE: topics.state,
-    CURRENTS_TOKEN: TOKEN,
-    AMPLITUDE_API_KEY: AMP_KEY,
-    AMPLITUDE_HTTP_API_URL: amp.url,
-    AMPLITUDE_LINGER_MS: '50',
-    AMPLITUDE_RETRY_BASE_MS: '50',
-    AMPLITUDE_RETRY_MAX_MS: '500',
-    AMPLITUDE_AUTH_RETRY_MS: '300',
-    ...env,
-  });
-  const log = memoryLogger('info');
-  const start = async () => {
-    const gw = new Gateway({ config, logger: log.logger });
-    cleanups.push(() => gw.stop(5_000));
-    await gw.start();
-    return gw;
-  };
+async function setup(env: Record<string, string> = {}, ampOpts: Parameters<typeof inboundHarness>[2] = {}) {
+  const { topics, amp, config, log, start } = await inboundHarness(broker, { AMPLITUDE_LINGER_MS: '50', ...env }, ampOpts);
   const gw = await start();
   const post = (events: CurrentsEvent[]) =>
     request(`${gw.address}/currents`, {
       method: 'POST',
       body: JSON.stringify({ events }),
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${CURRENTS_TOKEN}` },
     }).then(async (r) => {
       await r.body.dump();
       return r.statusCode;
@@ -79,7 +44,7 @@ describe('per-id limits on the Amplitude leg', () => {
       const now = Date.now();
       for (let i = arrivals.size; i < amp.received.length; i++) arrivals.set(String(amp.received[i]!.insert_id), now);
     }, 10);
-    cleanups.push(async () => clearInterval(sampler));
+    broker.cleanups.push(async () => clearInterval(sampler));
 
     const sent = new Map<string, number>();
     const hotIds: string[] = [];
