@@ -39,6 +39,7 @@ export interface ConnectorSnapshot extends ConnectorRecord {
 export class ConnectorHealth {
   private rec: ConnectorRecord;
   private probe: () => PendingProbe = () => ({ count: 0 });
+  private deliveredSinceStart = 0;
 
   constructor(
     name: string,
@@ -65,6 +66,7 @@ export class ConnectorHealth {
     this.rec.lastAttemptMs = now;
     this.rec.lastSuccessMs = now;
     this.rec.delivered += delivered;
+    this.deliveredSinceStart += delivered;
     delete this.rec.failingSinceMs;
     delete this.rec.lastErrorClass;
     delete this.rec.lastError;
@@ -92,7 +94,8 @@ export class ConnectorHealth {
       ...cur,
       lastSuccessMs: newer(saved.lastSuccessMs, cur.lastSuccessMs),
       lastAttemptMs: newer(saved.lastAttemptMs, cur.lastAttemptMs),
-      delivered: saved.delivered + cur.delivered,
+      // saved + this process's own count, so restoring the same record twice does not double it
+      delivered: saved.delivered + this.deliveredSinceStart,
     };
     if (cur.lastSuccessMs === undefined && saved.failingSinceMs !== undefined) {
       this.rec.failingSinceMs = saved.failingSinceMs;

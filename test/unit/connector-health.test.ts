@@ -331,3 +331,16 @@ describe('warningLevel', () => {
     expect(warningLevel(snap({ pending: 1, lastSuccessMs: now - 11 * H }), now, w)).toBe('92%');
   });
 });
+
+describe('restore is idempotent', () => {
+  it('restoring the same saved record twice does not double the delivered count', async () => {
+    const { ConnectorHealth } = await import('../../src/health/connector-health.js');
+    const { ManualClock } = await import('../../src/clock.js');
+    const h = new ConnectorHealth('amplitude', 'amplitude', new ManualClock(1_000));
+    h.recordSuccess(5);
+    const saved = { name: 'amplitude', kind: 'amplitude' as const, delivered: 100, lastSuccessMs: 500 };
+    h.restore(saved);
+    h.restore(saved);
+    expect(h.record().delivered).toBe(105);
+  });
+});
