@@ -610,12 +610,8 @@ function setAttribute(
   adjustments: Adjustment[],
   scratch: Scratch,
 ): number {
-  // The key first, so that a dropped attribute is not also reported as truncated.
-  const keyRule = attributeKeyRule(key);
-  if (keyRule !== undefined) {
-    adjustments.push({ kind: 'dropped', target: 'attribute', key, rule: keyRule });
-    return 0;
-  }
+  // The key first, so that a dropped attribute is not also reported as truncated: writeOp reports the drop.
+  if (attributeKeyRule(key) !== undefined) return writeOp(attrs, key, v, identifierEmail, adjustments, scratch);
   let value: JsonValue | undefined = v;
   if (typeof v === 'string') {
     if (v.length > MAX_STRING_LENGTH) {

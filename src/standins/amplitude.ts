@@ -9,7 +9,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import { AMPLITUDE_BLOCKED_IDS } from '../inbound/currents-to-amplitude.js';
 import { gunzipSync } from 'node:zlib';
 import { systemClock, type Clock } from '../clock.js';
-import { CountWaiters, readBody, send, serve, type StandInFault } from './http-util.js';
+import { CountWaiters, FaultQueue, readBody, send, serve, type StandInFault } from './http-util.js';
 
 export interface AmplitudeStandInOptions {
   /** The project API key expected in the body's `api_key`. */
@@ -269,7 +269,7 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
   const epsThreshold = perSecond === false ? 0 : perSecond;
 
   let apiKey = opts.apiKey;
-  const faults: AmplitudeFault[] = [];
+  const faults = new FaultQueue();
   const received: Array<Record<string, unknown>> = [];
   const insertIdCounts = new Map<string, number>();
   const stats: AmplitudeStandInStats = {
@@ -288,15 +288,6 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
   const devices = new IdLedger(perSecond === false ? 1 : perSecond, quota);
   const users = new IdLedger(perSecond === false ? 1 : perSecond, quota);
   const waiters = new CountWaiters(() => received.length, 'Amplitude stand-in');
-  const timers = new Set<NodeJS.Timeout>();
-
-  function takeFault(): AmplitudeFault | undefined {
-    const f = faults[0];
-    if (!f) return undefined;
-    f.count--;
-    if (f.count <= 0) faults.shift();
-    return f;
-  }
 
   function answer(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
     stats.byStatus[status] = (stats.byStatus[status] ?? 0) + 1;
@@ -314,15 +305,7 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
       const body = fault.body === undefined ? defaultFaultBody(fault.status, epsThreshold) : fault.body;
       answer(res, fault.status, body, fault.headers);
     };
-    if (fault.delayMs && fault.delayMs > 0) {
-      const t = setTimeout(() => {
-        timers.delete(t);
-        fire();
-      }, fault.delayMs);
-      timers.add(t);
-    } else {
-      fire();
-    }
+    faults.schedule(fault, fire);
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -333,7 +316,7 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
       return;
     }
     stats.requests++;
-    const fault = takeFault();
+    const fault = faults.take();
     if (fault && !fault.afterProcessing) {
       req.resume();
       serveFault(req, res, fault);
@@ -599,7 +582,7 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
       apiKey = key;
     },
     injectFaults(fault: AmplitudeFault): void {
-      if (fault.count > 0) faults.push({ ...fault });
+      faults.add(fault);
     },
     waitForEvents(n: number, timeoutMs: number): Promise<void> {
       return waiters.wait(n, timeoutMs);
@@ -618,14 +601,13 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
       stats.duplicateEvents = 0;
       stats.maxEventsInRequest = 0;
       stats.maxRequestBytes = 0;
-      faults.length = 0;
+      faults.clear();
       devices.clear();
       users.clear();
       apiKey = opts.apiKey;
     },
     async close(): Promise<void> {
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
+      faults.close();
       waiters.rejectAll();
       await server.close();
     },

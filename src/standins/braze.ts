@@ -7,7 +7,7 @@
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { systemClock, type Clock } from '../clock.js';
-import { CountWaiters, readBody, send, serve, type StandInFault } from './http-util.js';
+import { CountWaiters, FaultQueue, readBody, send, serve, type StandInFault } from './http-util.js';
 
 export type BrazeArrayName = 'events' | 'attributes' | 'purchases';
 
@@ -254,7 +254,7 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
 
   let apiKey = opts.apiKey;
   let rejectPred: BrazeRejectPredicate | undefined;
-  const faults: BrazeFault[] = [];
+  const faults = new FaultQueue();
   const received: BrazeReceived = { events: [], attributes: [], purchases: [] };
   const stats: BrazeStandInStats = {
     requests: 0,
@@ -272,15 +272,6 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
   let windowStart = Number.NEGATIVE_INFINITY;
   let windowUsed = 0;
   const waiters = new CountWaiters(() => received.events.length, 'Braze stand-in');
-  const timers = new Set<NodeJS.Timeout>();
-
-  function takeFault(): BrazeFault | undefined {
-    const f = faults[0];
-    if (!f) return undefined;
-    f.count--;
-    if (f.count <= 0) faults.shift();
-    return f;
-  }
 
   /** Fixed windows aligned to the epoch make `X-RateLimit-Reset` a deterministic whole second for 3 s windows. */
   function rateState(consume: boolean): { headers: Record<string, string>; over: boolean } {
@@ -319,15 +310,7 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
       const body = fault.body === undefined ? defaultFaultBody(fault.status) : fault.body;
       answer(res, fault.status, body, { ...rateHeaders, ...fault.headers });
     };
-    if (fault.delayMs && fault.delayMs > 0) {
-      const t = setTimeout(() => {
-        timers.delete(t);
-        fire();
-      }, fault.delayMs);
-      timers.add(t);
-    } else {
-      fire();
-    }
+    faults.schedule(fault, fire);
   }
 
   function bearerToken(req: IncomingMessage): string {
@@ -354,7 +337,7 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
     // Only requests carrying the workspace key count against the workspace's window.
     const rl = rateState(authorized);
 
-    const fault = takeFault();
+    const fault = faults.take();
     if (fault && !fault.afterProcessing) {
       req.resume();
       serveFault(req, res, fault, rl.headers);
@@ -489,7 +472,7 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
       apiKey = key;
     },
     injectFaults(fault: BrazeFault): void {
-      if (fault.count > 0) faults.push({ ...fault });
+      faults.add(fault);
     },
     rejectWhen(pred: BrazeRejectPredicate | undefined): void {
       rejectPred = pred;
@@ -513,15 +496,14 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
       stats.maxPurchasesInRequest = 0;
       stats.maxObjectsInRequest = 0;
       stats.maxRequestBytes = 0;
-      faults.length = 0;
+      faults.clear();
       rejectPred = undefined;
       apiKey = opts.apiKey;
       windowStart = Number.NEGATIVE_INFINITY;
       windowUsed = 0;
     },
     async close(): Promise<void> {
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
+      faults.close();
       waiters.rejectAll();
       await server.close();
     },

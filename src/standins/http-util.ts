@@ -137,3 +137,45 @@ export interface StandInFault {
    */
   afterProcessing?: boolean;
 }
+
+/** The faults a test queued for a stand-in, served in order, each for its count of requests. */
+export class FaultQueue {
+  private readonly queue: StandInFault[] = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  add(fault: StandInFault): void {
+    if (fault.count > 0) this.queue.push({ ...fault });
+  }
+
+  /** The fault for the next request, if any. */
+  take(): StandInFault | undefined {
+    const f = this.queue[0];
+    if (!f) return undefined;
+    f.count--;
+    if (f.count <= 0) this.queue.shift();
+    return f;
+  }
+
+  /** Runs `fire` now, or after the fault's delay (to provoke client timeouts). */
+  schedule(fault: StandInFault, fire: () => void): void {
+    if (!fault.delayMs || fault.delayMs <= 0) {
+      fire();
+      return;
+    }
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fire();
+    }, fault.delayMs);
+    this.timers.add(t);
+  }
+
+  clear(): void {
+    this.queue.length = 0;
+  }
+
+  close(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.clear();
+  }
+}

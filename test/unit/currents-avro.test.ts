@@ -15,19 +15,8 @@ import {
 import { validateCurrentsEvent } from '../../src/inbound/currents-body.js';
 import { mapCurrentsEvent } from '../../src/inbound/currents-to-amplitude.js';
 import type { CurrentsEvent } from '../../src/inbound/currents-types.js';
+import { BRAZE_ID, CAMPAIGN, CANVAS, customEventProps, emailClickProps, purchaseProps, TIME, UUID } from '../support/currents-samples.js';
 
-const UUID = 'f47ac10b-58cc-4372-a567-0e02b2c3d479';
-const BRAZE_ID = '639a35d192b0df004d06514c';
-const TIME = 2033802504;
-const CAMPAIGN = { campaign_id: UUID, campaign_name: 'campaign_name', message_variation_id: UUID, message_variation_name: 'message_variation_name' };
-const CANVAS = {
-  canvas_id: UUID,
-  canvas_name: 'canvas_name',
-  canvas_step_id: UUID,
-  canvas_step_name: 'canvas_step_name',
-  canvas_variation_id: UUID,
-  canvas_variation_name: 'canvas_variation_name',
-};
 
 /**
  * One event per shipped schema, in the Custom HTTP connector shape, using the values of
@@ -42,18 +31,7 @@ const SAMPLES: Record<string, { event: CurrentsEvent; amplitudeName: string }> =
       event_type: 'users.behaviors.CustomEvent',
       time: TIME,
       user: { device_id: 'device_id', external_user_id: 'external_user_id', timezone: 'America/New_York', user_id: BRAZE_ID },
-      properties: {
-        ad_id: UUID,
-        ad_id_type: 'ios_idfa',
-        ad_tracking_enabled: true,
-        app_group_id: UUID,
-        app_id: UUID,
-        custom_properties: { listProperty: ['a'], numberProperty: 1, stringProperty: 'properties' },
-        device_model: 'device_model',
-        name: 'name',
-        os_version: '17.6.1',
-        platform: 'android',
-      },
+      properties: customEventProps,
     },
   },
   'users.behaviors.Purchase': {
@@ -63,20 +41,7 @@ const SAMPLES: Record<string, { event: CurrentsEvent; amplitudeName: string }> =
       event_type: 'users.behaviors.Purchase',
       time: TIME,
       user: { device_id: 'device_id', external_user_id: 'external_user_id', user_id: BRAZE_ID },
-      properties: {
-        ad_id: UUID,
-        ad_id_type: 'ios_idfa',
-        ad_tracking_enabled: true,
-        app_group_id: UUID,
-        app_id: UUID,
-        currency: 'USD',
-        device_model: 'device_model',
-        os_version: '17.6.1',
-        platform: 'android',
-        price: 3.14,
-        product_id: 'product_id',
-        purchase_properties: { listProperty: ['a'], numberProperty: 1, stringProperty: 'properties' },
-      },
+      properties: purchaseProps,
     },
   },
   'users.behaviors.app.SessionStart': {
@@ -122,29 +87,7 @@ const SAMPLES: Record<string, { event: CurrentsEvent; amplitudeName: string }> =
       event_type: 'users.messages.email.Click',
       time: TIME,
       user: { external_user_id: 'external_user_id', timezone: 'America/New_York', user_id: BRAZE_ID },
-      properties: {
-        app_group_id: UUID,
-        browser: 'Chrome Mobile iOS',
-        ...CAMPAIGN,
-        ...CANVAS,
-        device_class: 'desktop',
-        device_model: 'device_model',
-        device_os: 'Android',
-        dispatch_id: BRAZE_ID,
-        email_address: 'example@braze.com',
-        esp: 'SendGrid',
-        from_domain: 'braze.com',
-        ip_pool: 'ip_pool',
-        is_amp: true,
-        is_suspected_bot_click: true,
-        link_alias: 'link_alias',
-        link_id: 'link_id',
-        mailbox_provider: 'mailbox_provider',
-        send_id: 'send_id',
-        suspected_bot_click_reason: ['suspected_bot_click_reason'],
-        url: 'url',
-        user_agent: 'Mozilla/5.0',
-      },
+      properties: emailClickProps,
     },
   },
   'users.messages.pushnotification.Open': {

@@ -10,12 +10,10 @@ import {
   roundFloat32,
   type CurrentsMappingOptions,
 } from '../../src/inbound/currents-to-amplitude.js';
+import { BRAZE_ID, CAMPAIGN, CANVAS, customEventProps, emailClickProps, purchaseProps, TIME, UUID } from '../support/currents-samples.js';
 
 // Values from Appboy/currents-examples `sample-data/Custom HTTP/**` (braze-currents.md §3, §5).
 const ID = 'f47ac10b-58cc-4372-a567-0e02b2c3d479';
-const UUID = 'f47ac10b-58cc-4372-a567-0e02b2c3d479';
-const BRAZE_ID = '639a35d192b0df004d06514c';
-const TIME = 2033802504;
 const TIME_MS = 2033802504000;
 const FULL_USER: CurrentsUser = { device_id: 'device_id', external_user_id: 'external_user_id', timezone: 'America/New_York', user_id: BRAZE_ID };
 const USER_NO_DEVICE: CurrentsUser = { external_user_id: 'external_user_id', user_id: BRAZE_ID };
@@ -38,20 +36,6 @@ function amp(eventType: string, eventProperties: JsonObject, extra: Partial<Ampl
   return { ...out, ...extra, library: 'Braze' };
 }
 
-const CAMPAIGN = {
-  campaign_id: UUID,
-  campaign_name: 'campaign_name',
-  message_variation_id: UUID,
-  message_variation_name: 'message_variation_name',
-} as const;
-const CANVAS = {
-  canvas_id: UUID,
-  canvas_name: 'canvas_name',
-  canvas_step_id: UUID,
-  canvas_step_name: 'canvas_step_name',
-  canvas_variation_id: UUID,
-  canvas_variation_name: 'canvas_variation_name',
-} as const;
 
 interface Case {
   family: string;
@@ -62,32 +46,6 @@ interface Case {
 
 const ALL: CurrentsMappingOptions = { eventScope: 'all' };
 
-const customEventProps: JsonObject = {
-  ad_id: UUID,
-  ad_id_type: 'ios_idfa',
-  ad_tracking_enabled: true,
-  app_group_id: UUID,
-  app_id: UUID,
-  custom_properties: { listProperty: ['a'], numberProperty: 1, stringProperty: 'properties' },
-  device_model: 'device_model',
-  name: 'name',
-  os_version: '17.6.1',
-  platform: 'android',
-};
-const purchaseProps: JsonObject = {
-  ad_id: UUID,
-  ad_id_type: 'ios_idfa',
-  ad_tracking_enabled: true,
-  app_group_id: UUID,
-  app_id: UUID,
-  currency: 'USD',
-  device_model: 'device_model',
-  os_version: '17.6.1',
-  platform: 'android',
-  price: 3.14,
-  product_id: 'product_id',
-  purchase_properties: { listProperty: ['a'], numberProperty: 1, stringProperty: 'properties' },
-};
 const purchaseUser: CurrentsUser = { device_id: 'device_id', external_user_id: 'external_user_id', user_id: BRAZE_ID };
 const sessionUser: CurrentsUser = { user_id: '0123456789abcdef01234567', external_user_id: 'user_id', device_id: 'fedcba87-6543-210f-fedc-ba9876543210' };
 const sessionProps: JsonObject = {
@@ -96,29 +54,6 @@ const sessionProps: JsonObject = {
   os_version: 'iOS 10.3.1',
   device_model: 'iPhone 7 Plus',
   session_id: 'b1234567-89ab-cdef-0123-456789abcdef',
-};
-const emailClickProps: JsonObject = {
-  app_group_id: UUID,
-  browser: 'Chrome Mobile iOS',
-  ...CAMPAIGN,
-  ...CANVAS,
-  device_class: 'desktop',
-  device_model: 'device_model',
-  device_os: 'Android',
-  dispatch_id: BRAZE_ID,
-  email_address: 'example@braze.com',
-  esp: 'SendGrid',
-  from_domain: 'braze.com',
-  ip_pool: 'ip_pool',
-  is_amp: true,
-  is_suspected_bot_click: true,
-  link_alias: 'link_alias',
-  link_id: 'link_id',
-  mailbox_provider: 'mailbox_provider',
-  send_id: 'send_id',
-  suspected_bot_click_reason: ['suspected_bot_click_reason'],
-  url: 'url',
-  user_agent: 'Mozilla/5.0',
 };
 const canvasEntryProps: JsonObject = { app_group_id: UUID, ...CANVAS, in_control_group: true };
 const smsInboundProps: JsonObject = {
