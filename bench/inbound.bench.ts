@@ -61,11 +61,11 @@ import { Pool } from 'undici';
 import { loadConfig } from '../src/config/config.js';
 import { sampleCurrentsEvent } from '../src/demo/sample-currents.js';
 import { Gateway } from '../src/gateway.js';
-import { validateCurrentsEvent } from '../src/inbound/currents-body.js';
-import { RECEIVED_AT_HEADER } from '../src/inbound/currents-route.js';
-import type { CurrentsEvent } from '../src/inbound/currents-types.js';
-import { startMockCluster, type MockCluster } from '../src/kafka/mock-cluster.js';
-import { startAmplitudeStandIn, type AmplitudeStandIn, type AmplitudeStandInOptions } from '../src/standins/amplitude.js';
+import { validateCurrentsEvent } from '../src/currents-ingest/currents-body.js';
+import { RECEIVED_AT_HEADER } from '../src/currents-ingest/currents-route.js';
+import type { CurrentsEvent } from '../src/currents-ingest/currents-types.js';
+import { startMockCluster, type MockCluster } from '../src/demo/mock-cluster.js';
+import { startAmplitudeStandIn, type AmplitudeStandIn, type AmplitudeStandInOptions } from '../src/demo/standins/amplitude.js';
 import { cpuMeter, envInt, fmt, gcIfExposed, note, printResult, roundRatio, silentLogger, versusResults, type BenchResult } from './common.js';
 import {
   alternate,
@@ -384,7 +384,7 @@ interface StandInStats {
 const STANDIN_OPTIONS: AmplitudeStandInOptions = { apiKey: AMP_KEY, perIdPerSecond: false };
 
 const STAND_IN = {
-  module: new URL('../src/standins/amplitude.js', import.meta.url),
+  module: new URL('../src/demo/standins/amplitude.js', import.meta.url),
   start: 'startAmplitudeStandIn',
   options: STANDIN_OPTIONS,
   stats: 'requests: s.stats.requests, acceptedEvents: s.stats.acceptedEvents, duplicateEvents: s.stats.duplicateEvents, byStatus: s.stats.byStatus',

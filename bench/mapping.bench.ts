@@ -7,8 +7,8 @@
  * to run far above that; a ratio near or above 1 means mapping costs no more than re-serialising.
  */
 import { pathToFileURL } from 'node:url';
-import { createOutboundMapper } from '../src/outbound/map-to-braze.js';
-import { defaultOutboundMapping } from '../src/outbound/mapping-config.js';
+import { createOutboundMapper } from '../src/amplitude-to-braze/map-to-braze.js';
+import { defaultOutboundMapping } from '../src/amplitude-to-braze/mapping-config.js';
 import { note, printResult, roundRatio, type BenchResult } from './common.js';
 
 const MESSAGE_COUNT = 200_000;

@@ -21,7 +21,7 @@
  * reaching N). Consumer group join time is excluded from both.
  *
  * The Braze stand-in runs in a child process (`node --input-type=module -e` importing the compiled
- * `dist/src/standins/braze.js`), so its request parsing is not charged to the gateway's event
+ * `dist/src/demo/standins/braze.js`), so its request parsing is not charged to the gateway's event
  * loop. It still shares the machine's cores with the gateway and the broker; its CPU time is
  * reported on stderr.
  *
@@ -39,8 +39,8 @@ import type { Message } from 'kafkajs';
 import { loadConfig } from '../src/config/config.js';
 import { sampleEvent } from '../src/demo/sample-events.js';
 import { Gateway } from '../src/gateway.js';
-import { startMockCluster } from '../src/kafka/mock-cluster.js';
-import { startBrazeStandIn, type BrazeStandIn, type BrazeStandInOptions } from '../src/standins/braze.js';
+import { startMockCluster } from '../src/demo/mock-cluster.js';
+import { startBrazeStandIn, type BrazeStandIn, type BrazeStandInOptions } from '../src/demo/standins/braze.js';
 import { envInt, fmt, note, printResult, roundRatio, silentLogger, versusResults, type BenchResult } from './common.js';
 import {
   alternate,
@@ -139,7 +139,7 @@ interface StandInStats {
 const STANDIN_OPTIONS: BrazeStandInOptions = { apiKey: API_KEY, rateLimit: false, validate: false };
 
 const STAND_IN = {
-  module: new URL('../src/standins/braze.js', import.meta.url),
+  module: new URL('../src/demo/standins/braze.js', import.meta.url),
   start: 'startBrazeStandIn',
   options: STANDIN_OPTIONS,
   stats: 'requests: s.stats.requests, acceptedObjects: s.stats.acceptedObjects, events: s.received.events.length, byStatus: s.stats.byStatus',

@@ -16,7 +16,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel, type Consumer, type Message } from 'kafkajs';
 import type { Gateway } from '../src/gateway.js';
-import type { MockCluster } from '../src/kafka/mock-cluster.js';
+import type { MockCluster } from '../src/demo/mock-cluster.js';
 import { cpuMeter, fmt, gcIfExposed, note, profiled, sleep, withTimeout } from './common.js';
 
 /** the mock's retention per partition (rdkafka_mock.c: 5 MiB) */
@@ -529,7 +529,7 @@ interface StandIn {
  * Starts a stand-in: in a child process when running from dist/ (so that its request handling is
  * not charged to the gateway's event loop), else in this process.
  *
- * - `module`: the stand-in's module (`new URL('../src/standins/x.js', import.meta.url)`), exporting
+ * - `module`: the stand-in's module (`new URL('../src/demo/standins/x.js', import.meta.url)`), exporting
  *   `start(options)`; `startHere()` is the same call, imported, for the in-process fallback;
  * - `stats`: the JavaScript of an object literal's fields over the stand-in `s` for the child
  *   (e.g. `requests: s.stats.requests`); `statsHere(s)` the same in this process. `cpuMs` is added:

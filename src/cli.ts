@@ -77,7 +77,7 @@ async function runBackfill(files: string[]): Promise<number> {
     return files.length === 0 ? 2 : 0;
   }
   const config = loadConfig(process.env);
-  const { backfill } = await import('./inbound/backfill.js');
+  const { backfill } = await import('./currents-ingest/backfill.js');
   const { createLogger } = await import('./observability/logger.js');
   const report = await backfill(files, config, createLogger(config.logLevel));
   process.stdout.write(`backfill: ${report.events} events from ${report.files} file(s): ${report.stored} stored in ${config.topics.brazeCurrents}, ${report.deadLettered} dead-lettered\n${JSON.stringify(report)}\n`);

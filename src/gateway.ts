@@ -9,17 +9,17 @@ import { BatchingProducer } from './kafka/batching-producer.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics, type Leg } from './observability/metrics.js';
 import { HealthRegistry } from './health/connector-health.js';
-import { BrazeLeg } from './outbound/braze-leg.js';
+import { BrazeLeg } from './amplitude-to-braze/braze-leg.js';
 import { HealthStore } from './health/health-store.js';
 import { HealthMonitor, type Expirable } from './health/health-monitor.js';
 import { registerHealthMetrics, type HealthMetrics } from './health/health-metrics.js';
 import type { ConnectorHealth } from './health/connector-health.js';
-import { createOutboundMapper } from './outbound/map-to-braze.js';
+import { createOutboundMapper } from './amplitude-to-braze/map-to-braze.js';
 import { buildServer, type ReadinessCheck } from './server.js';
-import { AmplitudeLeg } from './inbound/amplitude-leg.js';
-import { currentsRoute } from './inbound/currents-route.js';
-import { IdPacer } from './inbound/id-pacer.js';
-import { RetrySink } from './inbound/retry-sink.js';
+import { AmplitudeLeg } from './braze-to-amplitude/amplitude-leg.js';
+import { currentsRoute } from './currents-ingest/currents-route.js';
+import { IdPacer } from './braze-to-amplitude/id-pacer.js';
+import { RetrySink } from './braze-to-amplitude/retry-sink.js';
 
 /** What the legs are wired with as the gateway starts. */
 interface Wiring {

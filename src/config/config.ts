@@ -5,7 +5,7 @@ import {
   type IdentifierSource,
   type IdentifierTarget,
   type OutboundMappingConfig,
-} from '../outbound/mapping-config.js';
+} from '../amplitude-to-braze/mapping-config.js';
 
 export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';

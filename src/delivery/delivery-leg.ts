@@ -5,7 +5,7 @@ import type { DeadLetterWriter } from '../kafka/dead-letter.js';
 import type { Logger } from '../observability/logger.js';
 import type { Leg, Metrics } from '../observability/metrics.js';
 import type { ConnectorHealth } from '../health/connector-health.js';
-import { KeyedBatchQueue, type Batchable, type BatchLimits } from '../outbound/batch-queue.js';
+import { KeyedBatchQueue, type Batchable, type BatchLimits } from './batch-queue.js';
 import { DestinationBackoff } from './backoff.js';
 
 /** One consumed message on its way to a destination. */

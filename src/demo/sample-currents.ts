@@ -1,4 +1,4 @@
-import type { CurrentsEvent } from '../inbound/currents-types.js';
+import type { CurrentsEvent } from '../currents-ingest/currents-types.js';
 
 /**
  * Synthetic Braze Currents events in the Custom HTTP connector's shape, for the demo, the

@@ -1,10 +1,10 @@
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
-import type { AmplitudeStandIn } from '../../src/standins/amplitude.js';
+import type { AmplitudeStandIn } from '../../src/demo/standins/amplitude.js';
 import { Gateway } from '../../src/gateway.js';
 import { sampleCurrentsEvent } from '../../src/demo/sample-currents.js';
-import { encodeAvroContainer, loadCurrentsSchemas, currentsEventToAvroRecord } from '../../src/inbound/currents-avro.js';
-import { backfill } from '../../src/inbound/backfill.js';
+import { encodeAvroContainer, loadCurrentsSchemas, currentsEventToAvroRecord } from '../../src/currents-ingest/currents-avro.js';
+import { backfill } from '../../src/currents-ingest/backfill.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

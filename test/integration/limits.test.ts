@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
-import type { CurrentsEvent } from '../../src/inbound/currents-types.js';
+import type { CurrentsEvent } from '../../src/currents-ingest/currents-types.js';
 import { useMockCluster, waitFor } from '../support/harness.js';
 import { CURRENTS_TOKEN, inboundHarness } from '../support/inbound-harness.js';
 

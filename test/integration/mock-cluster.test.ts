@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Kafka, logLevel, Partitioners, type Consumer, type KafkaConfig, type KafkaMessage, type Producer } from 'kafkajs';
-import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { startMockCluster, type MockCluster } from '../../src/demo/mock-cluster.js';
 
 /**
  * librdkafka 2.0.2's mock consumer groups:

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { startBrazeStandIn, type BrazeStandIn } from '../../src/standins/braze.js';
+import { startBrazeStandIn, type BrazeStandIn } from '../../src/demo/standins/braze.js';
 import { Gateway } from '../../src/gateway.js';
 import { sampleEvent } from '../../src/demo/sample-events.js';
 import { memoryLogger, produce, readTopic, testConfig, useMockCluster, waitFor } from '../support/harness.js';

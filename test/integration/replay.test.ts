@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Partitioners, type IHeaders } from 'kafkajs';
-import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { startMockCluster, type MockCluster } from '../../src/demo/mock-cluster.js';
 import { toMessage, type DeadLetter } from '../../src/kafka/dead-letter.js';
 import { replayDeadLetters, type ReplayFilter } from '../../src/replay/replay.js';
 import { runReplayCli } from '../../src/replay/replay-cli.js';

@@ -1,4 +1,4 @@
-import type { JsonObject } from '../../src/inbound/currents-types.js';
+import type { JsonObject } from '../../src/currents-ingest/currents-types.js';
 
 /** Values of Braze's published Currents samples (Appboy/currents-examples), shared by the mapping and Avro tests. */
 export const UUID = 'f47ac10b-58cc-4372-a567-0e02b2c3d479';

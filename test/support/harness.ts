@@ -1,6 +1,6 @@
 import { Kafka, logLevel, type IHeaders } from 'kafkajs';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { startMockCluster, type MockCluster } from '../../src/kafka/mock-cluster.js';
+import { startMockCluster, type MockCluster } from '../../src/demo/mock-cluster.js';
 import { Writable } from 'node:stream';
 import { loadConfig, type GatewayConfig } from '../../src/config/config.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';

@@ -1,4 +1,4 @@
-import { startAmplitudeStandIn, type AmplitudeStandIn, type AmplitudeStandInOptions } from '../../src/standins/amplitude.js';
+import { startAmplitudeStandIn, type AmplitudeStandIn, type AmplitudeStandInOptions } from '../../src/demo/standins/amplitude.js';
 import { Gateway } from '../../src/gateway.js';
 import type { GatewayConfig } from '../../src/config/config.js';
 import { memoryLogger, testConfig, type useMockCluster } from './harness.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { THROTTLE_HOLD_MS, classifyAmplitudeResponse, parseRetryAfter, type ResponseHeaders } from '../../src/inbound/amplitude-response.js';
+import { THROTTLE_HOLD_MS, classifyAmplitudeResponse, parseRetryAfter, type ResponseHeaders } from '../../src/braze-to-amplitude/amplitude-response.js';
 
 interface Row {
   name: string;

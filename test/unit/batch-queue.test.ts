@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { KeyedBatchQueue, type Batchable } from '../../src/outbound/batch-queue.js';
+import { KeyedBatchQueue, type Batchable } from '../../src/delivery/batch-queue.js';
 
 interface It extends Batchable {
   id: number;

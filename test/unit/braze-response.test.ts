@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classifyBrazeResponse } from '../../src/outbound/braze-response.js';
+import { classifyBrazeResponse } from '../../src/amplitude-to-braze/braze-response.js';
 import { DestinationBackoff, retryAfterFromHeaders } from '../../src/delivery/backoff.js';
 import { ManualClock } from '../../src/clock.js';
 

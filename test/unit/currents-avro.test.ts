@@ -11,10 +11,10 @@ import {
   findProjectRoot,
   loadCurrentsSchemas,
   recordToCurrentsShape,
-} from '../../src/inbound/currents-avro.js';
-import { validateCurrentsEvent } from '../../src/inbound/currents-body.js';
-import { mapCurrentsEvent } from '../../src/inbound/currents-to-amplitude.js';
-import type { CurrentsEvent } from '../../src/inbound/currents-types.js';
+} from '../../src/currents-ingest/currents-avro.js';
+import { validateCurrentsEvent } from '../../src/currents-ingest/currents-body.js';
+import { mapCurrentsEvent } from '../../src/braze-to-amplitude/currents-to-amplitude.js';
+import type { CurrentsEvent } from '../../src/currents-ingest/currents-types.js';
 import { BRAZE_ID, CAMPAIGN, CANVAS, customEventProps, emailClickProps, purchaseProps, TIME, UUID } from '../support/currents-samples.js';
 
 

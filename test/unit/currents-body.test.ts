@@ -7,7 +7,7 @@ import {
   safeJsonParse,
   validateCurrentsEvent,
   type BodyLimits,
-} from '../../src/inbound/currents-body.js';
+} from '../../src/currents-ingest/currents-body.js';
 
 const LIMITS: BodyLimits = { maxDepth: 8, maxStringLength: 100, maxEventsPerBatch: 3 };
 

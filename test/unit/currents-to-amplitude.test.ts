@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { AmplitudeEvent, CurrentsEvent, CurrentsUser, JsonObject } from '../../src/inbound/currents-types.js';
+import type { AmplitudeEvent, CurrentsEvent, CurrentsUser, JsonObject } from '../../src/currents-ingest/currents-types.js';
 import {
   AMPLITUDE_BLOCKED_IDS,
   CURRENTS_EVENT_TYPES,
@@ -9,7 +9,7 @@ import {
   mapCurrentsEvent,
   roundFloat32,
   type CurrentsMappingOptions,
-} from '../../src/inbound/currents-to-amplitude.js';
+} from '../../src/braze-to-amplitude/currents-to-amplitude.js';
 import { BRAZE_ID, CAMPAIGN, CANVAS, customEventProps, emailClickProps, purchaseProps, TIME, UUID } from '../support/currents-samples.js';
 
 // Values from Appboy/currents-examples `sample-data/Custom HTTP/**` (braze-currents.md §3, §5).

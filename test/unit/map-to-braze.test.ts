@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { type Adjustment, type MapResult, createOutboundMapper } from '../../src/outbound/map-to-braze.js';
-import { defaultOutboundMapping, type IdentifierRule, type OutboundMappingConfig } from '../../src/outbound/mapping-config.js';
-import { parseAmplitudeMessage, parseTimestamp } from '../../src/outbound/amplitude-event.js';
-import { compileEventFilter, isBrazeOriginated } from '../../src/outbound/event-filter.js';
-import { resolveIdentifier } from '../../src/outbound/identifiers.js';
+import { type Adjustment, type MapResult, createOutboundMapper } from '../../src/amplitude-to-braze/map-to-braze.js';
+import { defaultOutboundMapping, type IdentifierRule, type OutboundMappingConfig } from '../../src/amplitude-to-braze/mapping-config.js';
+import { parseAmplitudeMessage, parseTimestamp } from '../../src/amplitude-to-braze/amplitude-event.js';
+import { compileEventFilter, isBrazeOriginated } from '../../src/amplitude-to-braze/event-filter.js';
+import { resolveIdentifier } from '../../src/amplitude-to-braze/identifiers.js';
 
 // Cases are built from reference/amplitude-event-model.md (§1: export and ingest shapes) and
 // reference/braze-users-track.md (§2–§7: identifiers, objects, limits).

@@ -3,8 +3,8 @@ import { gzipSync } from 'node:zlib';
 import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
-import { startAmplitudeStandIn, type AmplitudeStandIn, type AmplitudeStandInOptions } from '../../src/standins/amplitude.js';
-import { isBrazeTime, startBrazeStandIn, type BrazeStandIn, type BrazeStandInOptions } from '../../src/standins/braze.js';
+import { startAmplitudeStandIn, type AmplitudeStandIn, type AmplitudeStandInOptions } from '../../src/demo/standins/amplitude.js';
+import { isBrazeTime, startBrazeStandIn, type BrazeStandIn, type BrazeStandInOptions } from '../../src/demo/standins/braze.js';
 
 const KEY = 'braze-key-1';
 const AMP_KEY = 'amp-project-key';

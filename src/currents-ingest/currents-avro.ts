@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { deflateRaw, inflateRaw } from 'node:zlib';
 import avsc from 'avsc';
 import { FORBIDDEN_KEYS, isPlainObject, safeJsonParse } from './currents-body.js';
-import { CUSTOM_EVENT_TYPE, PURCHASE_EVENT_TYPE, roundFloat32 } from './currents-to-amplitude.js';
+import { CUSTOM_EVENT_TYPE, PURCHASE_EVENT_TYPE, roundFloat32 } from '../braze-to-amplitude/currents-to-amplitude.js';
 import type { CurrentsEvent } from './currents-types.js';
 
 export const PACKAGE_NAME = 'amplitude-braze-gateway';

@@ -6,7 +6,7 @@
  * `node:http` keeps the per-request cost low enough for benchmark traffic over keep-alive.
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import { systemClock, type Clock } from '../clock.js';
+import { systemClock, type Clock } from '../../clock.js';
 import { CountWaiters, FaultQueue, readBody, send, serve, type StandInFault } from './http-util.js';
 
 export type BrazeArrayName = 'events' | 'attributes' | 'purchases';

@@ -5,9 +5,9 @@ import { HttpSender } from '../delivery/http-sender.js';
 import { retryAfterFromHeaders } from '../delivery/backoff.js';
 import { DeliveryLeg, type DeliveryLegDeps, type LegItem } from '../delivery/delivery-leg.js';
 import { classifyAmplitudeResponse, type DroppedEvent } from './amplitude-response.js';
-import { safeJsonParse, validateCurrentsEvent } from './currents-body.js';
+import { safeJsonParse, validateCurrentsEvent } from '../currents-ingest/currents-body.js';
 import { identityKey, mapCurrentsEvent, type CurrentsMappingOptions } from './currents-to-amplitude.js';
-import { RECEIVED_AT_HEADER } from './currents-route.js';
+import { RECEIVED_AT_HEADER } from '../currents-ingest/currents-route.js';
 import type { IdPacer, PacedIds } from './id-pacer.js';
 import type { BatchingProducer } from '../kafka/batching-producer.js';
 

@@ -6,9 +6,9 @@
  * Plain `node:http` keeps the per-request cost low enough for benchmark traffic over keep-alive.
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import { AMPLITUDE_BLOCKED_IDS } from '../inbound/currents-to-amplitude.js';
+import { AMPLITUDE_BLOCKED_IDS } from '../../braze-to-amplitude/currents-to-amplitude.js';
 import { gunzipSync } from 'node:zlib';
-import { systemClock, type Clock } from '../clock.js';
+import { systemClock, type Clock } from '../../clock.js';
 import { CountWaiters, FaultQueue, readBody, send, serve, type StandInFault } from './http-util.js';
 
 export interface AmplitudeStandInOptions {

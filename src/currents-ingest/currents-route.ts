@@ -9,7 +9,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { Clock } from '../clock.js';
 import { checkDepthAndStrings, parseCurrentsBody, safeJsonParse, validateCurrentsEvent } from './currents-body.js';
 import { decodeAvroContainer } from './currents-avro.js';
-import { identityKey } from './currents-to-amplitude.js';
+import { identityKey } from '../braze-to-amplitude/currents-to-amplitude.js';
 
 export const RECEIVED_AT_HEADER = 'received-at';
 

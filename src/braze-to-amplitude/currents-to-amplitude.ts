@@ -10,8 +10,8 @@
  * prefix, per-type overrides); names not quoted by Braze are derived the same way as the quoted ones
  * and are marked "derived" below.
  */
-import type { AmplitudeEvent, CurrentsEvent, JsonObject, JsonValue } from './currents-types.js';
-import { isPlainObject, safeJsonParse } from './currents-body.js';
+import type { AmplitudeEvent, CurrentsEvent, JsonObject, JsonValue } from '../currents-ingest/currents-types.js';
+import { isPlainObject, safeJsonParse } from '../currents-ingest/currents-body.js';
 
 export const CUSTOM_EVENT_TYPE = 'users.behaviors.CustomEvent';
 export const PURCHASE_EVENT_TYPE = 'users.behaviors.Purchase';
