@@ -6,6 +6,8 @@ import {
   type IdentifierTarget,
   type OutboundMappingConfig,
 } from '../amplitude-to-braze/mapping-config.js';
+import { readCohortSettings, readNotifySettings, type CohortSettings, type NotifySettings } from '../cohorts/cohort-config.js';
+import type { CohortIdRule } from '../cohorts/cohort-identifiers.js';
 
 export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -30,6 +32,8 @@ export interface Topics {
   deadLetter: string;
   retry: string;
   state: string;
+  /** cohort snapshots, pending exports, the download budget, stored webhook batches (compacted) */
+  cohorts: string;
 }
 
 export interface BrazeSettings {
@@ -131,6 +135,9 @@ export interface GatewayConfig {
   health: HealthSettings;
   http: { port: number; host: string };
   logLevel: LogLevel;
+  /** undefined unless COHORT_SYNCS and the Braze credentials are set */
+  cohorts?: CohortSettings;
+  notify: NotifySettings;
 }
 
 const AMPLITUDE_HOSTS = {
@@ -162,6 +169,7 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     deadLetter: r.string('TOPIC_DEAD_LETTER', { path: 'topics.deadLetter', default: 'gateway.dead-letter', doc: 'every event not delivered, with reason headers' }),
     retry: r.string('TOPIC_RETRY', { path: 'topics.retry', default: 'gateway.retry', doc: 'parked events with a not-before time' }),
     state: r.string('TOPIC_STATE', { path: 'topics.state', default: 'gateway.state', doc: 'connector health (compacted)' }),
+    cohorts: r.string('TOPIC_COHORTS', { path: 'topics.cohorts', default: 'gateway.cohorts', doc: 'cohort snapshots, pending exports, the download budget and stored webhook batches (compacted)' }),
   };
   const braze = readBraze(r);
   const outbound = readOutbound(r);
@@ -195,7 +203,13 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     default: 'info',
     doc: 'pino log level',
   });
-  return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currents ? { currents } : {}), inbound, limits, health, http, logLevel };
+  const cohorts = readCohortSettings(r, {
+    brazeOn: braze !== undefined,
+    readIdentifiers: (spec) => readIdentifierRules(r, spec) as CohortIdRule[],
+    parseIdentifierList: (list, path, sources, fallback) => parseIdentifierList(r, list, path, sources, fallback) as CohortIdRule[],
+  });
+  const notify = readNotifySettings(r);
+  return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currents ? { currents } : {}), inbound, limits, health, http, logLevel, ...(cohorts ? { cohorts } : {}), notify };
 }
 
 function readKafka(r: SettingsReader, requireKafka: boolean): KafkaSettings {
@@ -278,43 +292,88 @@ function readOutbound(r: SettingsReader): OutboundMappingConfig {
 const SOURCES = ['user_id', 'device_id'] as const;
 const TARGETS = ['external_id', 'user_alias', 'braze_id', 'email'] as const;
 
+/** Where an identifier mapping setting lives (OUTBOUND_IDENTIFIERS, COHORT_IDENTIFIERS) and which sources it takes. */
+export interface IdentifierSettingSpec<S extends string> {
+  env: string;
+  path: string;
+  /** YAML path of the structured list form `[{from, to, alias_label}]` */
+  yamlList: string;
+  def: string;
+  doc: string;
+  sources: readonly S[];
+  fallback: Array<GenericIdentifierRule<S>>;
+}
+
+export interface GenericIdentifierRule<S extends string> {
+  source: { kind: S } | { kind: 'user_property'; name: string };
+  target: IdentifierTarget;
+}
+
+const OUTBOUND_IDENTIFIERS_SPEC: IdentifierSettingSpec<(typeof SOURCES)[number]> = {
+  env: 'OUTBOUND_IDENTIFIERS',
+  path: 'outbound.identifiersInline',
+  yamlList: 'outbound.identifiers',
+  def: 'user_id=external_id,device_id=user_alias:amplitude_device_id',
+  doc: 'priority-ordered identifier mapping, up to three `source=target` entries; source `user_id`, `device_id` or `property:NAME`; target `external_id`, `user_alias:LABEL`, `braze_id` or `email`',
+  sources: SOURCES,
+  fallback: defaultOutboundMapping.identifiers as Array<GenericIdentifierRule<(typeof SOURCES)[number]>>,
+};
+
 /**
  * The identifier mapping, from OUTBOUND_IDENTIFIERS (`user_id=external_id,device_id=user_alias:amplitude_device_id,
  * property:crm_id=braze_id`) or the YAML list `outbound.identifiers` of `{from, to, alias_label}`.
  */
 function readIdentifiers(r: SettingsReader): IdentifierRule[] {
-  const def = 'user_id=external_id,device_id=user_alias:amplitude_device_id';
-  const envForm = r.string('OUTBOUND_IDENTIFIERS', {
-    path: 'outbound.identifiersInline',
+  return readIdentifierRules(r, OUTBOUND_IDENTIFIERS_SPEC) as IdentifierRule[];
+}
+
+/** An identifier mapping setting (OUTBOUND_IDENTIFIERS's syntax) at the place `spec` names. */
+export function readIdentifierRules<S extends string>(r: SettingsReader, spec: IdentifierSettingSpec<S>): Array<GenericIdentifierRule<S>> {
+  const def = spec.def;
+  const envForm = r.string(spec.env, {
+    path: spec.path,
     default: def,
-    doc: 'priority-ordered identifier mapping, up to three `source=target` entries; source `user_id`, `device_id` or `property:NAME`; target `external_id`, `user_alias:LABEL`, `braze_id` or `email`',
+    doc: spec.doc,
   });
-  const yamlList = r.yamlAt('outbound.identifiers');
+  const yamlList = r.yamlAt(spec.yamlList);
+  if (Array.isArray(yamlList) && envForm === def) return parseIdentifierList(r, yamlList, spec.yamlList, spec.sources, spec.fallback, spec.env);
   const entries: Array<{ from: unknown; to: unknown; label: unknown; where: string }> = [];
-  if (Array.isArray(yamlList) && envForm === def) {
-    yamlList.forEach((e: unknown, i) => {
-      const o = (e ?? {}) as Record<string, unknown>;
-      entries.push({ from: o.from, to: o.to, label: o.alias_label ?? o.aliasLabel, where: `outbound.identifiers[${i}] (GATEWAY_CONFIG)` });
-    });
-  } else {
-    for (const part of envForm.split(',').map((s) => s.trim()).filter(Boolean)) {
-      const [from, to] = part.split('=');
-      const [target, label] = (to ?? '').split(':');
-      entries.push({ from, to: target, label, where: `OUTBOUND_IDENTIFIERS entry "${part}"` });
-    }
+  for (const part of envForm.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [from, to] = part.split('=');
+    const [target, label] = (to ?? '').split(':');
+    entries.push({ from, to: target, label, where: `${spec.env} entry "${part}"` });
   }
+  return parseIdentifierEntries(r, entries, spec.env, spec.sources, spec.fallback);
+}
+
+/** A YAML identifier list `[{from, to, alias_label}]` at YAML path `path`, with the same rules. */
+export function parseIdentifierList<S extends string>(r: SettingsReader, list: unknown[], path: string, sources: readonly S[], fallback: Array<GenericIdentifierRule<S>>, setting = `${path} (GATEWAY_CONFIG)`): Array<GenericIdentifierRule<S>> {
+  const entries = list.map((e: unknown, i) => {
+    const o = (e ?? {}) as Record<string, unknown>;
+    return { from: o.from, to: o.to, label: o.alias_label ?? o.aliasLabel, where: `${path}[${i}] (GATEWAY_CONFIG)` };
+  });
+  return parseIdentifierEntries(r, entries, setting, sources, fallback);
+}
+
+function parseIdentifierEntries<S extends string>(
+  r: SettingsReader,
+  entries: Array<{ from: unknown; to: unknown; label: unknown; where: string }>,
+  setting: string,
+  sources: readonly S[],
+  fallback: Array<GenericIdentifierRule<S>>,
+): Array<GenericIdentifierRule<S>> {
   if (entries.length === 0 || entries.length > 3) {
-    r.problem('OUTBOUND_IDENTIFIERS', `needs one to three entries, got ${entries.length}`);
-    return defaultOutboundMapping.identifiers;
+    r.problem(setting, `needs one to three entries, got ${entries.length}`);
+    return fallback;
   }
-  const rules: IdentifierRule[] = [];
+  const rules: Array<GenericIdentifierRule<S>> = [];
   for (const e of entries) {
     const from = typeof e.from === 'string' ? e.from.trim() : '';
-    let source: IdentifierSource | undefined;
-    if ((SOURCES as readonly string[]).includes(from)) source = { kind: from as (typeof SOURCES)[number] };
+    let source: GenericIdentifierRule<S>['source'] | undefined;
+    if ((sources as readonly string[]).includes(from)) source = { kind: from as S };
     else if (from.startsWith('property:') && from.length > 'property:'.length) source = { kind: 'user_property', name: from.slice('property:'.length) };
     if (!source) {
-      r.problem(e.where, `source must be user_id, device_id or property:NAME, got ${JSON.stringify(e.from)}`);
+      r.problem(e.where, `source must be ${sources.join(', ')} or property:NAME, got ${JSON.stringify(e.from)}`);
       continue;
     }
     const to = typeof e.to === 'string' ? e.to.trim() : '';
@@ -335,7 +394,7 @@ function readIdentifiers(r: SettingsReader): IdentifierRule[] {
     }
     rules.push({ source, target });
   }
-  return rules.length > 0 ? rules : defaultOutboundMapping.identifiers;
+  return rules.length > 0 ? rules : fallback;
 }
 
 function readAmplitude(r: SettingsReader): AmplitudeSettings {

@@ -23,7 +23,7 @@ describe('loadConfig', () => {
     const c = loadConfig(base);
     expect(c.kafka.brokers).toEqual(['localhost:9092']);
     expect(c.braze).toBeUndefined();
-    expect(c.topics).toEqual({ amplitudeEvents: 'amplitude.events', brazeCurrents: 'braze.currents', deadLetter: 'gateway.dead-letter', retry: 'gateway.retry', state: 'gateway.state' });
+    expect(c.topics).toEqual({ amplitudeEvents: 'amplitude.events', brazeCurrents: 'braze.currents', deadLetter: 'gateway.dead-letter', retry: 'gateway.retry', state: 'gateway.state', cohorts: 'gateway.cohorts' });
     expect(c.outbound.identifiers).toEqual([
       { source: { kind: 'user_id' }, target: { kind: 'external_id' } },
       { source: { kind: 'device_id' }, target: { kind: 'user_alias', aliasLabel: 'amplitude_device_id' } },
@@ -92,7 +92,7 @@ describe('loadConfig', () => {
   it('documents every setting, and marks the secrets', () => {
     const ref = settingsReference();
     const secrets = ref.filter((r) => r.secret).map((r) => r.env).sort();
-    expect(secrets).toEqual(['AMPLITUDE_API_KEY', 'AMPLITUDE_SECRET_KEY', 'BRAZE_API_KEY', 'CURRENTS_TOKEN', 'KAFKA_SASL_PASSWORD']);
+    expect(secrets).toEqual(['AMPLITUDE_API_KEY', 'AMPLITUDE_SECRET_KEY', 'BRAZE_API_KEY', 'BRAZE_DATA_IMPORT_KEY', 'BRAZE_PARTNER_API_KEY', 'COHORT_WEBHOOK_TOKEN', 'CURRENTS_TOKEN', 'KAFKA_SASL_PASSWORD', 'NOTIFY_SMTP_URL', 'NOTIFY_WEBHOOK_URL']);
     for (const name of ['KAFKA_BROKERS', 'KAFKA_CLIENT_ID', 'KAFKA_SSL', 'BRAZE_REST_ENDPOINT', 'BRAZE_APP_ID', 'AMPLITUDE_REGION', 'AMPLITUDE_HTTP_API_URL', 'AMPLITUDE_API_URL', 'HTTP_PORT', 'LOG_LEVEL', 'TOPIC_DEAD_LETTER']) {
       expect(ref.map((r) => r.env)).toContain(name);
     }
