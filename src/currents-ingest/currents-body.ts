@@ -8,6 +8,7 @@
  * dead-letter just that event and still acknowledge the rest.
  */
 import type { CurrentsEvent, CurrentsUser, JsonObject } from './currents-types.js';
+import type { DeadLetterReason } from '../delivery/outcome.js';
 
 export interface BodyLimits {
   /** Maximum nesting of arrays/objects inside one event (the event object itself is level 1). */
@@ -40,10 +41,11 @@ export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
 /**
  * Keys that let a later `Object.assign`, merge or `obj[a][b] = v` reach `Object.prototype`.
  * `JSON.parse` stores them as harmless own properties, but nothing downstream should have to
- * remember that, so they are refused at the edge. Refusing (rather than silently dropping the key)
- * keeps customer data unaltered: the request gets a 400, Braze re-sends the events one by one, and
- * only the event carrying such a key is refused and counted. A side effect: a custom property
- * literally named `constructor` or `prototype` is refused as well.
+ * remember that, so they are refused at the edge, event by event: the event carrying one is
+ * dead-lettered (reason `forbidden_key`, its bytes unaltered, so nothing is lost and it can be
+ * inspected) and the rest of its batch is stored. Refusing rather than silently dropping the key
+ * keeps customer data unaltered. A side effect: a custom property literally named `constructor`
+ * or `prototype` is refused as well.
  */
 export const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
@@ -60,12 +62,36 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * Parses a request body as JSON. Invalid UTF-8 is refused rather than replaced with U+FFFD,
  * because a replaced id or property would be forwarded as if Braze had sent it. A leading BOM is
  * tolerated. An empty body yields `value: undefined`, which `parseCurrentsBody` treats as an empty
- * batch (Braze requires that to be a no-op).
+ * batch (Braze requires that to be a no-op). A forbidden key anywhere refuses the whole value:
+ * right for one Kafka message (one event); `POST /currents` uses `parseJsonText` and decides per
+ * event instead.
  */
 export function safeJsonParse(buf: Buffer | Uint8Array | string): SafeJsonParseResult {
+  const parsed = parseJsonText(buf);
+  if (!parsed.ok) return parsed;
+  const bad = findForbiddenKey(parsed.value);
+  if (bad !== undefined) {
+    return { ok: false, status: 400, reason: 'forbidden_key', message: `request body contains the forbidden key ${JSON.stringify(bad)}` };
+  }
+  return { ok: true, value: parsed.value };
+}
+
+export type JsonTextResult =
+  | { ok: true; /** `undefined` for an empty (or whitespace-only) body */ value: unknown; /** the decoded text, BOM removed */ text: string }
+  | { ok: false; status: 400; reason: 'invalid_utf8' | 'invalid_json'; message: string };
+
+/**
+ * UTF-8 (strict) and JSON, nothing more: forbidden keys are left for the caller to judge per event.
+ * This is safe because `JSON.parse` defines every key, `__proto__` included, as an own data
+ * property of a fresh object whose prototype stays `Object.prototype` (CreateDataProperty, not
+ * `[[Set]]`): parsing alone never reaches a prototype. The danger is only in later merges that
+ * copy such keys with assignment, which is why `validateCurrentsEvent` refuses an event carrying
+ * one before anything copies it.
+ */
+export function parseJsonText(buf: Buffer | Uint8Array | string): JsonTextResult {
   let text: string;
   if (typeof buf === 'string') {
-    text = buf;
+    text = buf.charCodeAt(0) === 0xfeff ? buf.slice(1) : buf;
   } else {
     try {
       text = utf8.decode(buf);
@@ -73,21 +99,142 @@ export function safeJsonParse(buf: Buffer | Uint8Array | string): SafeJsonParseR
       return { ok: false, status: 400, reason: 'invalid_utf8', message: 'request body is not valid UTF-8' };
     }
   }
-  if (text.trim() === '') return { ok: true, value: undefined };
-  let value: unknown;
+  if (text.trim() === '') return { ok: true, value: undefined, text };
   try {
     // No reviver: V8's plain JSON.parse is iterative, a reviver walk is recursive and would let a
     // deeply nested body overflow the stack.
-    value = JSON.parse(text);
+    return { ok: true, value: JSON.parse(text) as unknown, text };
   } catch (err) {
     const detail = err instanceof Error ? err.message : String(err);
     return { ok: false, status: 400, reason: 'invalid_json', message: `request body is not valid JSON: ${truncate(detail, 200)}` };
   }
-  const bad = findForbiddenKey(value);
-  if (bad !== undefined) {
-    return { ok: false, status: 400, reason: 'forbidden_key', message: `request body contains the forbidden key ${JSON.stringify(bad)}` };
+}
+
+/**
+ * The source text of each element of the top-level `"events"` array of a JSON text that
+ * `JSON.parse` has already accepted (so the scan may assume it is well formed), in order; the last
+ * `"events"` key wins, as in `JSON.parse`. Iterative, so any nesting costs a loop, not the stack.
+ * Used for dead letters, whose value is the event exactly as it was sent, including events that
+ * `JSON.stringify` could not write back (it recurses, and overflows at a few thousand levels).
+ * Returns undefined when the text is not an object with an `"events"` array.
+ */
+export function eventSources(text: string): string[] | undefined {
+  let i = 0;
+  const n = text.length;
+  const ws = (): void => {
+    while (i < n) {
+      const c = text.charCodeAt(i);
+      if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) i++;
+      else break;
+    }
+  };
+  /** i at an opening quote: moves past the closing quote */
+  const skipString = (): void => {
+    i++;
+    while (i < n) {
+      const c = text.charCodeAt(i);
+      if (c === 0x5c) i += 2;
+      else if (c === 0x22) {
+        i++;
+        return;
+      } else i++;
+    }
+  };
+  /** i at the first character of a value: moves past it */
+  const skipValue = (): void => {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) return skipString();
+    if (c === 0x7b || c === 0x5b) {
+      let depth = 0;
+      while (i < n) {
+        const d = text.charCodeAt(i);
+        if (d === 0x22) {
+          skipString();
+          continue;
+        }
+        if (d === 0x7b || d === 0x5b) depth++;
+        else if (d === 0x7d || d === 0x5d) {
+          depth--;
+          if (depth === 0) {
+            i++;
+            return;
+          }
+        }
+        i++;
+      }
+      return;
+    }
+    // number, true, false, null
+    while (i < n) {
+      const d = text.charCodeAt(i);
+      if (d === 0x2c || d === 0x7d || d === 0x5d || d === 0x20 || d === 0x0a || d === 0x0d || d === 0x09) return;
+      i++;
+    }
+  };
+
+  ws();
+  if (text.charCodeAt(i) !== 0x7b) return undefined;
+  i++;
+  let found: string[] | undefined;
+  for (;;) {
+    ws();
+    if (i >= n || text.charCodeAt(i) === 0x7d) break;
+    const keyStart = i;
+    skipString();
+    const key: unknown = JSON.parse(text.slice(keyStart, i));
+    ws();
+    i++; // ':'
+    ws();
+    if (key === 'events' && text.charCodeAt(i) === 0x5b) {
+      const items: string[] = [];
+      i++;
+      for (;;) {
+        ws();
+        if (i >= n) return undefined;
+        if (text.charCodeAt(i) === 0x5d) {
+          i++;
+          break;
+        }
+        const start = i;
+        skipValue();
+        items.push(text.slice(start, i));
+        ws();
+        if (text.charCodeAt(i) === 0x2c) i++;
+      }
+      found = items;
+    } else {
+      skipValue();
+    }
+    ws();
+    if (text.charCodeAt(i) === 0x2c) i++;
   }
-  return { ok: true, value };
+  return found;
+}
+
+export type ContentKind = { ok: true; kind: 'json' | 'avro' } | { ok: false; message: string };
+
+/**
+ * What a `POST /currents` body is, from its Content-Type. Braze's Custom HTTP connector posts JSON
+ * (its documented contract names the body, `{"events": [...]}`, and no media type), so
+ * `application/json` (any `+json` type too) with or without `charset=utf-8` is JSON, and so is a
+ * request that names no type at all: refusing one would make Braze retry a valid batch for days.
+ * `avro/binary` (the Avro specification's media type for its object container files, as the
+ * storage connectors write them) is Avro. Anything else, `text/plain` included, is refused with
+ * 415 before the body is read: guessing would accept what the sender did not mean as JSON.
+ */
+export function currentsContentKind(header: string | undefined): ContentKind {
+  if (header === undefined || header.trim() === '') return { ok: true, kind: 'json' };
+  const [type = '', ...params] = header.split(';').map((p) => p.trim());
+  const media = type.toLowerCase();
+  if (media === 'avro/binary') return { ok: true, kind: 'avro' };
+  if (media === 'application/json' || /^application\/[a-z0-9.+-]+\+json$/.test(media)) {
+    for (const p of params) {
+      const m = /^charset\s*=\s*"?([^";]*)"?$/i.exec(p);
+      if (m && !/^utf-?8$/i.test((m[1] ?? '').trim())) return { ok: false, message: `charset ${JSON.stringify(m[1])} is not supported; send JSON as UTF-8` };
+    }
+    return { ok: true, kind: 'json' };
+  }
+  return { ok: false, message: `Content-Type ${JSON.stringify(header.slice(0, 100))} is not supported; send application/json (Braze Currents) or avro/binary (an Avro object container file)` };
 }
 
 function findForbiddenKey(root: unknown): string | undefined {
@@ -192,17 +339,11 @@ function tooDeep(path: string, maxDepth: number): CheckResult {
   return { ok: false, reason: 'too_deep', message: `${path} nests deeper than ${maxDepth} levels` };
 }
 
-export type EventRejectReason =
-  | 'not_object'
-  | 'missing_id'
-  | 'missing_event_type'
-  | 'invalid_time'
-  | 'invalid_user'
-  | 'invalid_properties'
-  | 'too_deep'
-  | 'string_too_long'
-  | 'forbidden_key'
-  | 'not_json';
+/** Why one event is refused: members of the closed dead-letter reason set, so they are written as they are. */
+export type EventRejectReason = Extract<
+  DeadLetterReason,
+  'not_object' | 'missing_id' | 'missing_event_type' | 'invalid_time' | 'invalid_user' | 'invalid_properties' | 'too_deep' | 'string_too_long' | 'forbidden_key' | 'not_json'
+>;
 
 export type ValidateEventResult =
   | { ok: true; event: CurrentsEvent }

@@ -64,11 +64,7 @@ describe('POST /currents contract', () => {
     // refused from Content-Length: the client gets the 413, not a reset connection
     const big = Buffer.alloc(300_000, 0x20);
     expect((await post(big)).status).toBe(413);
-    // hostile bodies
-    expect((await post('{"events":' + '['.repeat(5_000) + ']'.repeat(5_000) + '}')).status).toBe(400);
-    expect((await post(JSON.stringify({ events: [{ id: 'x', event_type: 'users.behaviors.CustomEvent', time: 1, user: { device_id: 'd'.repeat(100_000) }, properties: {} }] }))).status).toBe(400);
-    expect((await post('{"events":[{"__proto__":{"polluted":true},"id":"a"}]}')).status).toBe(400);
-    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    // hostile events are dead-lettered one by one (test/integration/currents-route.test.ts); garbage bytes are a 400
     expect((await post(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]))).status).toBe(400);
     // still alive and answering
     const ok = await request(url.replace('/currents', '/healthz'));

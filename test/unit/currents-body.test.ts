@@ -3,7 +3,10 @@ import {
   DEFAULT_BODY_LIMITS,
   MAX_EPOCH_SECONDS,
   checkDepthAndStrings,
+  currentsContentKind,
+  eventSources,
   parseCurrentsBody,
+  parseJsonText,
   safeJsonParse,
   validateCurrentsEvent,
   type BodyLimits,
@@ -318,4 +321,84 @@ describe('the whole path: bytes → envelope → events', () => {
     const results = env.events.map((e) => validateCurrentsEvent(e, DEFAULT_BODY_LIMITS));
     expect(results.map((r) => (r.ok ? 'ok' : r.reason))).toEqual(['ok', 'invalid_time']);
   });
+});
+
+describe('parseJsonText and per-event decisions (POST /currents)', () => {
+  it('keeps __proto__ and constructor as own properties, never as the prototype', () => {
+    const r = parseJsonText('{"events":[{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}}}]}');
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    const ev = (r.value as { events: Array<Record<string, unknown>> }).events[0]!;
+    expect(Object.getPrototypeOf(ev)).toBe(Object.prototype);
+    expect(Object.hasOwn(ev, '__proto__')).toBe(true);
+    expect((ev as { polluted?: unknown }).polluted).toBeUndefined();
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+    expect(validateCurrentsEvent(ev)).toMatchObject({ ok: false, reason: 'forbidden_key' });
+  });
+
+  it('refuses only what can never be stored: invalid UTF-8, not JSON', () => {
+    expect(parseJsonText(Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x7d]))).toMatchObject({ ok: false, reason: 'invalid_utf8' });
+    expect(parseJsonText('not json')).toMatchObject({ ok: false, reason: 'invalid_json' });
+    expect(parseJsonText('')).toMatchObject({ ok: true, value: undefined });
+    expect(parseJsonText(Buffer.from('\ufeff{"events":[]}'))).toMatchObject({ ok: true, value: { events: [] }, text: '{"events":[]}' });
+  });
+
+  it('decides each event of a batch on its own', () => {
+    const deep = '['.repeat(10_000) + ']'.repeat(10_000);
+    const text = `{"events":[${JSON.stringify(SAMPLE_EVENT)},{"id":"c","event_type":"t","time":1,"properties":{"constructor":1}},{"id":"s","event_type":"t","time":1,"properties":{"s":"${'x'.repeat(70 * 1024)}"}},${deep},{"id":"m","time":1}]}`;
+    const r = parseJsonText(text);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    const env = parseCurrentsBody(r.value, DEFAULT_BODY_LIMITS);
+    if (!env.ok) throw new Error(env.message);
+    expect(env.events.map((e) => validateCurrentsEvent(e, DEFAULT_BODY_LIMITS)).map((v) => (v.ok ? 'ok' : v.reason))).toEqual([
+      'ok',
+      'forbidden_key',
+      'string_too_long',
+      'not_object',
+      'missing_event_type',
+    ]);
+  });
+});
+
+describe('eventSources', () => {
+  it('gives each event\'s text exactly as sent, whatever its nesting or escapes', () => {
+    const deep = '['.repeat(50_000) + ']'.repeat(50_000);
+    const e1 = '{ "id" : "a,]}\\"\\\\" , "n": [1, {"x": "]"}] }';
+    const text = ` { "other": {"events": [9]}, "ev\\u0065nts" : [ ${e1} ,${deep}, 12.5e3 ,"s" ,null, true ] , "tail": "}" } `;
+    expect(JSON.parse(text)).toBeTruthy();
+    const got = eventSources(text);
+    expect(got).toEqual([e1, deep, '12.5e3', '"s"', 'null', 'true']);
+    expect(got!.map((s) => (s.length > 1000 ? 'deep' : JSON.parse(s) as unknown))).toEqual([JSON.parse(e1), 'deep', 12500, 's', null, true]);
+  });
+
+  it('takes the last "events" key, as JSON.parse does, and answers undefined without one', () => {
+    expect(eventSources('{"events":[1],"events":[2,3]}')).toEqual(['2', '3']);
+    expect(eventSources('{"events":[]}')).toEqual([]);
+    expect(eventSources('{"x":1}')).toBeUndefined();
+    expect(eventSources('[1]')).toBeUndefined();
+  });
+});
+
+describe('currentsContentKind', () => {
+  it.each([
+    [undefined, 'json'],
+    ['', 'json'],
+    ['application/json', 'json'],
+    ['Application/JSON; charset=UTF-8', 'json'],
+    ['application/json;charset="utf-8"', 'json'],
+    ['application/vnd.braze.currents+json', 'json'],
+    ['avro/binary', 'avro'],
+    ['AVRO/BINARY; codec=deflate', 'avro'],
+  ])('accepts %j as %s', (header, kind) => {
+    expect(currentsContentKind(header)).toEqual({ ok: true, kind });
+  });
+
+  it.each(['text/plain', 'text/plain; charset=utf-8', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset=latin1', 'application/octet-stream', 'avro/binaryx'])(
+    'refuses %j',
+    (header) => {
+      const r = currentsContentKind(header);
+      expect(r.ok).toBe(false);
+    },
+  );
 });
