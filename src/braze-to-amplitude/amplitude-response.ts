@@ -7,6 +7,8 @@
  * rewrite a body but not a status); the body's index and id lists decide which events are affected.
  */
 import { failure, type Failure } from '../errors.js';
+import { retryAfterFromHeaders } from '../delivery/backoff.js';
+import type { DeliveryOutcome } from '../delivery/outcome.js';
 
 /** Why one event of the batch is dropped (also the dead-letter reason and drop-counter label). */
 export type DroppedEventReason = 'invalid_fields' | 'missing_fields' | 'invalid_id' | 'silenced_device' | 'too_large_single' | 'invalid_event';
@@ -18,8 +20,6 @@ export interface DroppedEvent {
   fields: string[];
 }
 
-/** How long Amplitude asks a throttled id to pause (§5: "pause the throttled id ~30 s"). */
-export const THROTTLE_HOLD_MS = 30_000;
 
 export type AmplitudeOutcome =
   | { kind: 'ok'; eventsIngested?: number; serverUploadTime?: number }
@@ -92,7 +92,8 @@ export function classifyAmplitudeResponse(
 ): AmplitudeOutcome {
   const b = asObject(body);
   const error = typeof b['error'] === 'string' ? b['error'] : '';
-  const retryAfterMs = parseRetryAfter(header(headers, 'retry-after'), nowMs);
+  const ra = header(headers, 'retry-after');
+  const retryAfterMs = ra === undefined ? undefined : retryAfterFromHeaders({ 'retry-after': ra }, nowMs);
   const detail = error !== '' ? `: ${error}` : '';
   const extra = { status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
 
@@ -183,7 +184,8 @@ export function classifyAmplitudeResponse(
     const throttledIndexes = indexList(b['throttled_events'], batchSize);
     const quotaDevices = idKeys(b['exceeded_daily_quota_devices']);
     const quotaUsers = idKeys(b['exceeded_daily_quota_users']);
-    const holdMs = Math.max(retryAfterMs ?? 0, THROTTLE_HOLD_MS);
+    // what Amplitude asked for, if anything; the configured hold (AMPLITUDE_THROTTLE_HOLD_MS) is the floor
+    const holdMs = retryAfterMs ?? 0;
     if (quotaDevices.length > 0 || quotaUsers.length > 0) {
       return {
         kind: 'daily_quota',
@@ -211,7 +213,7 @@ export function classifyAmplitudeResponse(
         'rate_limited',
         'throttled',
         `Amplitude throttled ${throttledDevices.length} device(s) and ${throttledUsers.length} user(s) (429${detail})`,
-        { status, retryAfterMs: holdMs },
+        extra,
       ),
     };
   }
@@ -219,7 +221,67 @@ export function classifyAmplitudeResponse(
   if (status === 408 || status >= 500) {
     return { kind: 'retryable', failure: failure('retryable', status === 408 ? 'timeout' : 'server_error', `Amplitude answered ${status}${detail}`, extra) };
   }
-  return { kind: 'retryable', failure: failure('retryable', 'unexpected_status', `Amplitude answered an unexpected ${status}${detail}`, extra) };
+  // 404 (a wrong path), 405, 3xx, any other 4xx: no retry soon can fix these; say so loudly.
+  return { kind: 'fatal', failure: failure('fatal', 'unexpected_status', `Amplitude answered ${status}${detail}, which no retry can fix`, extra) };
+}
+
+/** The ids of each event of a batch, in order, to turn the ids a 429 names into batch positions. */
+export interface EventIds {
+  deviceId?: string;
+  userId?: string;
+}
+
+/**
+ * Amplitude's answer as the delivery core's outcome. Pure: the ids the answer names become the
+ * positions of the events that carry them.
+ */
+export function amplitudeOutcome(o: AmplitudeOutcome, ids: readonly EventIds[], throttleHoldMs: number): DeliveryOutcome {
+  switch (o.kind) {
+    case 'ok':
+      return { kind: 'delivered' };
+    case 'invalid_events':
+    case 'silenced':
+      return {
+        kind: 'rejected',
+        othersDelivered: false,
+        rejects: o.events.map((e) => ({ index: e.index, reason: e.reason, error: `${o.failure.message}${e.fields.length ? ` (fields: ${e.fields.join(', ')})` : ''}` })),
+      };
+    case 'too_large':
+      return { kind: 'split', reason: 'too_large_single', error: o.failure.message };
+    case 'split':
+      return { kind: 'split', reason: 'invalid_event', error: o.failure.message };
+    case 'throttled':
+    case 'daily_quota': {
+      const quota = o.kind === 'daily_quota' ? { devices: new Set(o.devices), users: new Set(o.users) } : undefined;
+      const throttled = { devices: new Set(o.throttledDevices), users: new Set(o.throttledUsers) };
+      const indexes = new Set(o.throttledIndexes);
+      const hold: number[] = [];
+      const park: number[] = [];
+      ids.forEach((id, i) => {
+        if (quota && matches(id, quota)) park.push(i);
+        else if (indexes.has(i) || matches(id, throttled)) hold.push(i);
+      });
+      return {
+        kind: 'hold',
+        hold,
+        // the configured hold (Amplitude advises 30 s), or longer when Amplitude says so
+        holdMs: Math.max(throttleHoldMs, o.holdMs),
+        park,
+        parkIds: o.kind === 'daily_quota' ? { devices: o.devices, users: o.users } : { devices: [], users: [] },
+        error: o.failure.message,
+      };
+    }
+    case 'retryable':
+      return { kind: 'backoff', failure: 'unavailable', error: o.failure.message, ...(o.failure.retryAfterMs !== undefined ? { retryAfterMs: o.failure.retryAfterMs } : {}) };
+    case 'auth':
+      return { kind: 'stop', failure: 'auth', error: o.failure.message };
+    case 'fatal':
+      return { kind: 'stop', failure: 'configuration', error: o.failure.message };
+  }
+}
+
+function matches(id: EventIds, s: { devices: Set<string>; users: Set<string> }): boolean {
+  return (id.deviceId !== undefined && s.devices.has(id.deviceId)) || (id.userId !== undefined && s.users.has(id.userId));
 }
 
 function asObject(body: unknown): Record<string, unknown> {
@@ -241,15 +303,6 @@ function header(headers: ResponseHeaders, name: string): string | undefined {
     return Array.isArray(v) ? v[0] : v;
   }
   return undefined;
-}
-
-/** `Retry-After` as delta-seconds or an HTTP-date, in ms from now; undefined if absent or unparseable. */
-export function parseRetryAfter(value: string | undefined, nowMs: number): number | undefined {
-  if (value === undefined) return undefined;
-  const s = value.trim();
-  if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1000);
-  const at = Date.parse(s);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
 }
 
 function isIndex(v: unknown, batchSize: number): v is number {

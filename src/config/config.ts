@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { ConfigError, SettingsReader, loadYamlFile, type Env, type SettingDoc } from './reader.js';
 import {
   defaultOutboundMapping,
@@ -59,7 +60,10 @@ export interface AmplitudeSettings {
   apiKey?: string;
   secretKey?: string;
   region: 'US' | 'EU';
+  /** the full URL events are posted to: `<host>/2/httpapi` or `<host>/batch` */
   httpApiUrl: string;
+  /** which ingest API that URL is: the HTTP V2 API or the Batch API (same request and answers, larger limits) */
+  endpoint: 'httpapi' | 'batch';
   apiUrl: string;
 }
 
@@ -118,6 +122,16 @@ export interface HealthSettings {
   dropWindowMs: number;
   checkIntervalMs: number;
   saveIntervalMs: number;
+  /** names this process's health records in the state topic (default: the host name, stable across restarts) */
+  instanceId: string;
+  /** another instance's record older than this no longer counts for state and pending in /connectors */
+  instanceStaleMs: number;
+  /** the recent window over which destination rejections are weighed against deliveries */
+  rejectionWindowMs: number;
+  /** at or above this share (percent) of rejected events in the window, a connector is degraded */
+  rejectionPercent: number;
+  /** fewer finished events than this in the window never make a connector degraded */
+  rejectionMinEvents: number;
 }
 
 export interface GatewayConfig {
@@ -175,10 +189,10 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
   const outbound = readOutbound(r);
   const amplitude = readAmplitude(r);
   const currents = readCurrents(r);
-  const inbound = readInbound(r);
+  const inbound = readInbound(r, amplitude.endpoint);
   const limits: LimitSettings = {
     enabled: r.bool('AMPLITUDE_LIMITS_ENABLED', { path: 'limits.enabled', default: true, doc: 'pace each device and user id on the Amplitude leg' }),
-    eventsPerSecond: r.int('AMPLITUDE_ID_EVENTS_PER_SECOND', { path: 'limits.eventsPerSecond', default: 30, min: 1, max: 10_000, doc: 'most events Amplitude accepts per device id and per user id in any second' }),
+    eventsPerSecond: r.int('AMPLITUDE_ID_EVENTS_PER_SECOND', { path: 'limits.eventsPerSecond', default: amplitude.endpoint === 'batch' ? 1_000 : 30, min: 1, max: 10_000, doc: 'most events Amplitude accepts per device id and per user id in any second (default 30; 1,000 when AMPLITUDE_HTTP_API_URL is the Batch API)' }),
     dailyQuota: r.int('AMPLITUDE_ID_DAILY_QUOTA', { path: 'limits.dailyQuota', default: 500_000, min: 1, doc: 'most events per device id and per user id in any rolling 24 h' }),
     quotaWindowMs: r.int('AMPLITUDE_ID_QUOTA_WINDOW_MS', { path: 'limits.quotaWindowMs', default: 86_400_000, min: 1_000, doc: 'the rolling window of the daily quota' }),
     quotaBucketMs: r.int('AMPLITUDE_ID_QUOTA_BUCKET_MS', { path: 'limits.quotaBucketMs', default: 3_600_000, min: 100, doc: 'granularity of the rolling quota window (hourly buckets)' }),
@@ -192,6 +206,11 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     dropWindowMs: r.int('DROP_WINDOW_MS', { path: 'health.dropWindowMs', default: 48 * 3_600_000, min: 1_000, doc: 'a connector without a successful delivery this long has its older pending events moved to the dead-letter topic (Amplitude drops them at 48 h)' }),
     checkIntervalMs: r.int('HEALTH_CHECK_INTERVAL_MS', { path: 'health.checkIntervalMs', default: 30_000, min: 100, doc: 'how often the drop window is checked' }),
     saveIntervalMs: r.int('HEALTH_SAVE_INTERVAL_MS', { path: 'health.saveIntervalMs', default: 10_000, min: 100, doc: 'how often connector health is written to the state topic' }),
+    instanceId: readInstanceId(r),
+    instanceStaleMs: r.int('HEALTH_INSTANCE_STALE_MS', { path: 'health.instanceStaleMs', default: 120_000, min: 1_000, doc: 'another gateway instance whose health record is older than this counts as gone: /connectors stops counting its state and pending events (its last success still counts); records older than DROP_WINDOW_MS are deleted' }),
+    rejectionWindowMs: r.int('HEALTH_REJECTION_WINDOW_MS', { path: 'health.rejectionWindowMs', default: 300_000, min: 1_000, doc: 'the recent window over which events the destination rejected (dead-lettered) are weighed against events delivered' }),
+    rejectionPercent: r.int('HEALTH_REJECTION_PERCENT', { path: 'health.rejectionPercent', default: 50, min: 1, max: 100, doc: 'a connector whose destination rejected at least this share (percent) of the events it finished in the window is degraded' }),
+    rejectionMinEvents: r.int('HEALTH_REJECTION_MIN_EVENTS', { path: 'health.rejectionMinEvents', default: 20, min: 1, doc: 'fewer finished events than this in the window never make a connector degraded' }),
   };
   const http = {
     port: r.int('HTTP_PORT', { path: 'http.port', default: 8080, min: 0, max: 65535, doc: 'port of /currents, /metrics, /healthz, /readyz, /connectors' }),
@@ -210,6 +229,13 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
   });
   const notify = readNotifySettings(r);
   return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currents ? { currents } : {}), inbound, limits, health, http, logLevel, ...(cohorts ? { cohorts } : {}), notify };
+}
+
+/** GATEWAY_INSTANCE_ID, else the host name: stable across restarts, so a restart restores its own health record. */
+function readInstanceId(r: SettingsReader): string {
+  const id = r.string('GATEWAY_INSTANCE_ID', { path: 'health.instanceId', doc: 'names this instance\'s connector health records in the state topic (default: the host name, which a restart keeps); give each copy on one host its own' }) ?? hostname();
+  if (!/^[A-Za-z0-9._:-]{1,200}$/.test(id)) r.problem('GATEWAY_INSTANCE_ID', `must be 1 to 200 letters, digits, '.', '_', ':' or '-', got ${JSON.stringify(id)}`);
+  return id;
 }
 
 function readKafka(r: SettingsReader, requireKafka: boolean): KafkaSettings {
@@ -241,7 +267,8 @@ function readKafka(r: SettingsReader, requireKafka: boolean): KafkaSettings {
 }
 
 function readBraze(r: SettingsReader): BrazeSettings | undefined {
-  const restEndpoint = r.url('BRAZE_REST_ENDPOINT', { path: 'braze.restEndpoint', doc: 'the workspace instance\'s REST endpoint, e.g. https://rest.iad-01.braze.com; the outbound leg is off without it' });
+  // An operator may paste the endpoint's full URL from Braze's docs: keep the instance's origin.
+  const restEndpoint = r.url('BRAZE_REST_ENDPOINT', { path: 'braze.restEndpoint', doc: 'the workspace instance\'s REST endpoint, e.g. https://rest.iad-01.braze.com (a host, or a URL ending in /users/track, is accepted too); the outbound leg is off without it' })?.replace(/\/users\/track$/, '');
   const apiKey = r.string('BRAZE_API_KEY', { path: 'braze.apiKey', secret: true, doc: 'REST API key with the users.track permission' });
   const settings: Omit<BrazeSettings, 'restEndpoint' | 'apiKey'> = {
     maxPerArray: r.int('BRAZE_MAX_PER_ARRAY', { path: 'braze.maxPerArray', default: 75, min: 1, max: 75, doc: 'events, attributes and purchases per request, each' }),
@@ -253,8 +280,8 @@ function readBraze(r: SettingsReader): BrazeSettings | undefined {
     concurrency: r.int('BRAZE_CONCURRENCY', { path: 'braze.concurrency', default: 16, min: 1, max: 1_000, doc: 'requests in flight at once' }),
     requestTimeoutMs: r.int('BRAZE_REQUEST_TIMEOUT_MS', { path: 'braze.requestTimeoutMs', default: 30_000, min: 100, doc: 'per-request timeout' }),
     retryBaseMs: r.int('BRAZE_RETRY_BASE_MS', { path: 'braze.retry.baseMs', default: 500, min: 1, doc: 'first back-off after a 5xx, timeout or network error' }),
-    retryMaxMs: r.int('BRAZE_RETRY_MAX_MS', { path: 'braze.retry.maxMs', default: 60_000, min: 1, doc: 'back-off cap' }),
-    authRetryMs: r.int('BRAZE_AUTH_RETRY_MS', { path: 'braze.retry.authMs', default: 60_000, min: 10, doc: 'how often a refused key (401/403) is tried again' }),
+    retryMaxMs: r.int('BRAZE_RETRY_MAX_MS', { path: 'braze.retry.maxMs', default: 8_000, min: 1, doc: 'back-off cap: the longest gap between probes of an unwell Braze (one request each), so delivery resumes within it once Braze recovers' }),
+    authRetryMs: r.int('BRAZE_AUTH_RETRY_MS', { path: 'braze.retry.authMs', default: 60_000, min: 10, doc: 'how often a refused key or configuration (401, 403, 404, an unexplained 4xx) is probed' }),
     maxInFlightEvents: r.int('BRAZE_MAX_IN_FLIGHT_EVENTS', { path: 'braze.maxInFlightEvents', default: 20_000, min: 100, doc: 'events buffered before consumption pauses' }),
   };
   if (!restEndpoint && !apiKey) return undefined;
@@ -406,9 +433,21 @@ function readAmplitude(r: SettingsReader): AmplitudeSettings {
     ...(apiKey ? { apiKey } : {}),
     ...(secretKey ? { secretKey } : {}),
     region: region.toUpperCase() as 'US' | 'EU',
-    httpApiUrl: r.url('AMPLITUDE_HTTP_API_URL', { path: 'amplitude.httpApiUrl', doc: 'override of the ingest host (default by region: https://api2.amplitude.com or https://api.eu.amplitude.com)' }) ?? hosts.httpApi,
+    ...amplitudeEndpoint(r, r.url('AMPLITUDE_HTTP_API_URL', { path: 'amplitude.httpApiUrl', doc: 'the ingest endpoint: a host (`https://api2.amplitude.com`, `/2/httpapi` is added) or the full URL of the HTTP V2 API (`…/2/httpapi`) or the Batch API (`…/batch`); default by region' }) ?? hosts.httpApi),
     apiUrl: r.url('AMPLITUDE_API_URL', { path: 'amplitude.apiUrl', doc: 'override of the REST host (default by region)' }) ?? hosts.api,
   };
+}
+
+/** A host, or the full URL of either ingest endpoint, as Amplitude documents them. */
+function amplitudeEndpoint(r: SettingsReader, raw: string): { httpApiUrl: string; endpoint: 'httpapi' | 'batch' } {
+  const u = new URL(raw);
+  const path = u.pathname.replace(/\/+$/, '');
+  const base = `${u.origin}`;
+  if (path === '' ) return { httpApiUrl: `${base}/2/httpapi`, endpoint: 'httpapi' };
+  if (path.endsWith('/2/httpapi')) return { httpApiUrl: `${base}${path}`, endpoint: 'httpapi' };
+  if (path.endsWith('/batch')) return { httpApiUrl: `${base}${path}`, endpoint: 'batch' };
+  r.problem('AMPLITUDE_HTTP_API_URL', `must be a host or end in /2/httpapi or /batch, got ${JSON.stringify(raw)}`);
+  return { httpApiUrl: `${base}${path}`, endpoint: 'httpapi' };
 }
 
 function readCurrents(r: SettingsReader): CurrentsSettings | undefined {
@@ -424,7 +463,7 @@ function readCurrents(r: SettingsReader): CurrentsSettings | undefined {
   return token ? { token, ...settings } : undefined;
 }
 
-function readInbound(r: SettingsReader): InboundSettings {
+function readInbound(r: SettingsReader, endpoint: AmplitudeSettings['endpoint']): InboundSettings {
   const overrides = r.yamlAt('inbound.eventNames');
   const nameOverrides: Record<string, string> = {};
   if (overrides !== undefined && overrides !== null) {
@@ -437,13 +476,13 @@ function readInbound(r: SettingsReader): InboundSettings {
   const maxEventsPerRequest = r.int('AMPLITUDE_MAX_EVENTS_PER_REQUEST', { path: 'inbound.maxEventsPerRequest', default: 1_000, min: 1, max: 1_999, doc: 'events per Amplitude request (Amplitude: under 2,000)' });
   return {
     maxEventsPerRequest,
-    maxRequestBytes: r.int('AMPLITUDE_MAX_REQUEST_BYTES', { path: 'inbound.maxRequestBytes', default: 1_000_000, min: 10_000, max: 1_048_575, doc: 'request body cap (Amplitude: under 1 MB)' }),
+    maxRequestBytes: r.int('AMPLITUDE_MAX_REQUEST_BYTES', { path: 'inbound.maxRequestBytes', default: endpoint === 'batch' ? 19_000_000 : 1_000_000, min: 10_000, max: endpoint === 'batch' ? 20_000_000 : 1_048_575, doc: 'request body cap (HTTP V2 API: under 1 MB, the default 1,000,000; Batch API: 20 MB, default 19,000,000)' }),
     lingerMs: r.int('AMPLITUDE_LINGER_MS', { path: 'inbound.lingerMs', default: 100, min: 0, max: 10_000, doc: 'how long a partly filled request waits for more events' }),
     concurrency: r.int('AMPLITUDE_CONCURRENCY', { path: 'inbound.concurrency', default: 8, min: 1, max: 1_000, doc: 'requests in flight at once' }),
     requestTimeoutMs: r.int('AMPLITUDE_REQUEST_TIMEOUT_MS', { path: 'inbound.requestTimeoutMs', default: 30_000, min: 100, doc: 'per-request timeout' }),
     retryBaseMs: r.int('AMPLITUDE_RETRY_BASE_MS', { path: 'inbound.retry.baseMs', default: 500, min: 1, doc: 'first back-off after a 5xx, timeout or network error' }),
-    retryMaxMs: r.int('AMPLITUDE_RETRY_MAX_MS', { path: 'inbound.retry.maxMs', default: 60_000, min: 1, doc: 'back-off cap' }),
-    authRetryMs: r.int('AMPLITUDE_AUTH_RETRY_MS', { path: 'inbound.retry.authMs', default: 60_000, min: 10, doc: 'how often a refused key is tried again' }),
+    retryMaxMs: r.int('AMPLITUDE_RETRY_MAX_MS', { path: 'inbound.retry.maxMs', default: 8_000, min: 1, doc: 'back-off cap: the longest gap between probes of an unwell Amplitude (one request each), so delivery resumes within it once Amplitude recovers' }),
+    authRetryMs: r.int('AMPLITUDE_AUTH_RETRY_MS', { path: 'inbound.retry.authMs', default: 60_000, min: 10, doc: 'how often a refused key or configuration (Invalid API key, 401, 403, 404, an unexplained 4xx) is probed' }),
     maxInFlightEvents: r.int('AMPLITUDE_MAX_IN_FLIGHT_EVENTS', { path: 'inbound.maxInFlightEvents', default: 20_000, min: 100, doc: 'events buffered before consumption pauses' }),
     throttleHoldMs: r.int('AMPLITUDE_THROTTLE_HOLD_MS', { path: 'inbound.throttleHoldMs', default: 30_000, min: 0, doc: 'how long ids named in a 429 are held' }),
     mapping: {

@@ -164,11 +164,13 @@ export class SettingsReader {
   url(env: string, c: Common & { default?: string; required?: boolean }): string | undefined {
     this.doc(env, c, 'URL', c.default);
     const r = this.raw(env, c.path);
-    const value = r ? String(r.value).trim() : c.default;
-    if (value === undefined) {
+    const typed = r ? String(r.value).trim() : c.default;
+    if (typed === undefined) {
       if (c.required) this.fail(env, 'is required');
       return undefined;
     }
+    // A bare host is what an operator naturally types: TLS is the only sane default for a vendor API.
+    const value = /^[a-z][a-z0-9+.-]*:\/\//i.test(typed) ? typed : `https://${typed}`;
     try {
       const u = new URL(value);
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');

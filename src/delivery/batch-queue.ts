@@ -1,21 +1,25 @@
 /**
- * Queues per key (per Braze user), with the keys ready to send ordered by the age of their oldest
+ * Queues per key (per destination user or device), with the keys ready to send ordered by the age of their oldest
  * item. A key that has a request in flight is not ready: its newer items wait until that request
  * is finished, so one user's objects reach Braze in the order they were read, while other users'
  * items go around them. Serving the oldest item first keeps delivery close to offset order, which
  * keeps the committed offset close behind what was delivered (fewer re-sends after a crash).
+ *
+ * What a request may hold is counted in "parts": a destination whose requests carry several
+ * arrays (Braze: events, attributes, purchases) gives each item its count per array; one with a
+ * single list of events gives one count.
  */
 export interface Batchable {
   key: string;
-  events: number;
-  attributes: number;
-  purchases: number;
+  /** how many objects the item adds to each of the request's arrays */
+  parts: readonly number[];
   bytes: number;
 }
 
 export interface BatchLimits {
-  maxPerArray: number;
-  /** 0: no cap across arrays */
+  /** most objects in any one array of a request */
+  maxPerPart: number;
+  /** most objects across all arrays; 0: no cap across arrays */
   maxTotal: number;
   maxBytes: number;
 }
@@ -26,6 +30,8 @@ export class KeyedBatchQueue<T extends Batchable> {
   private readonly busy = new Set<string>();
   private count = 0;
   private seq = 0;
+  /** per-part sums of the request being filled (reused: take() is on the hot path) */
+  private readonly sums = new Float64Array(8);
 
   constructor(private readonly limits: BatchLimits) {}
 
@@ -69,11 +75,10 @@ export class KeyedBatchQueue<T extends Batchable> {
    */
   take(): T[] {
     const out: T[] = [];
-    let events = 0;
-    let attributes = 0;
-    let purchases = 0;
+    const sums = this.sums.fill(0);
+    let total = 0;
     let bytes = 0;
-    const { maxPerArray, maxTotal, maxBytes } = this.limits;
+    const { maxPerPart, maxTotal, maxBytes } = this.limits;
     while (this.ready.size > 0) {
       const key = this.ready.peek() as string;
       const q = this.queues.get(key);
@@ -92,18 +97,20 @@ export class KeyedBatchQueue<T extends Batchable> {
         const s = q[taken] as Seq<T>;
         if (taken > 0 && s.seq > nextSeq) break;
         const it = s.item;
-        const e = events + it.events;
-        const a = attributes + it.attributes;
-        const p = purchases + it.purchases;
-        const fits =
-          e <= maxPerArray && a <= maxPerArray && p <= maxPerArray && (maxTotal === 0 || e + a + p <= maxTotal) && bytes + it.bytes <= maxBytes;
+        let fits = bytes + it.bytes <= maxBytes;
+        let added = 0;
+        for (let k = 0; k < it.parts.length; k++) {
+          const n = it.parts[k] as number;
+          added += n;
+          if ((sums[k] as number) + n > maxPerPart) fits = false;
+        }
+        if (maxTotal !== 0 && total + added > maxTotal) fits = false;
         if (!fits && out.length + taken > 0) {
           full = true;
           break;
         }
-        events = e;
-        attributes = a;
-        purchases = p;
+        for (let k = 0; k < it.parts.length; k++) sums[k] = (sums[k] as number) + (it.parts[k] as number);
+        total += added;
         bytes += it.bytes;
         taken++;
         if (!fits) {

@@ -27,6 +27,7 @@ export const DEAD_LETTER_REASONS = [
   'no_identity',
   'no_identifier',
   'no_event_type',
+  'missing_name',
   'invalid_event',
   'unsupported_event',
   // refused by the destination
@@ -70,24 +71,25 @@ export type FailureKind =
   | 'configuration';
 
 export type DeliveryOutcome =
-  /** every item arrived. `holdUntilMs`: the destination's budget is spent until then (X-RateLimit-Remaining: 0). */
-  | { kind: 'delivered'; holdUntilMs?: number }
+  /** every item arrived. `holdForMs`: the destination's budget is spent for that long (X-RateLimit-Remaining: 0). */
+  | { kind: 'delivered'; holdForMs?: number }
   /**
    * Some items were refused for good: dead-letter them. `othersDelivered`: the destination
    * processed the rest (a 2xx with per-item errors) and they must not be sent again; otherwise the
    * rest were not processed and are sent again (a 400 naming events).
    */
-  | { kind: 'rejected'; rejects: ItemReject[]; othersDelivered: boolean; holdUntilMs?: number }
+  | { kind: 'rejected'; rejects: ItemReject[]; othersDelivered: boolean; holdForMs?: number }
   /**
    * The request as a whole was refused for something one of its items carries (too large, or a
    * 400 that names no item): halve and send each half; an item alone gets dead-lettered with `reason`.
    */
-  | { kind: 'split'; reason: 'too_large_single' | 'rejected_by_destination'; error: string }
+  | { kind: 'split'; reason: DeadLetterReason; error: string }
   /**
-   * Some items' ids are over a destination limit: `hold` are sent again after `holdMs`, `park`
-   * are parked until `parkUntilMs` (or dead-lettered where the leg cannot park), the rest go again now.
+   * Some items' ids are over a destination limit: `hold` are sent again after `holdMs`; `park`
+   * (ids over a daily quota, named in `parkIds`) are parked with reason daily_quota where the leg
+   * can park, dead-lettered where it cannot; the rest go again now.
    */
-  | { kind: 'hold'; hold: number[]; holdMs: number; park: number[]; parkUntilMs: number; parkReason: 'daily_quota'; parkIds: { devices: string[]; users: string[] }; error: string }
+  | { kind: 'hold'; hold: number[]; holdMs: number; park: number[]; parkIds: { devices: string[]; users: string[] }; error: string }
   /** The destination as a whole must wait, then the same batch goes again. */
   | { kind: 'backoff'; failure: FailureKind; error: string; retryAfterMs?: number }
   /**

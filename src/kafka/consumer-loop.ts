@@ -38,22 +38,31 @@ export interface ConsumerLoopOptions {
   fromBeginning?: boolean;
 }
 
+const RESTART_DELAY_MS = 1_000;
+
 /**
  * A consumer group member that never commits past unfinished work: kafkajs moves the fetch
  * position as messages are handed to the sink (resolveOffset), while commits come only from the
  * OffsetTracker, which knows what the sink has finished.
  */
 export class ConsumerLoop {
-  private readonly consumer: Consumer;
+  private consumer: Consumer;
   private readonly tracker = new OffsetTracker();
   private commitTimer: NodeJS.Timeout | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
   private joined = false;
   private crashed = false;
   private stopping = false;
+  private paused = false;
   private committing: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: ConsumerLoopOptions) {
-    this.consumer = o.kafka.consumer({
+    this.consumer = this.createConsumer();
+  }
+
+  private createConsumer(): Consumer {
+    const o = this.o;
+    const consumer = o.kafka.consumer({
       groupId: o.groupId,
       maxWaitTimeInMs: o.fetchMaxWaitMs,
       sessionTimeout: o.sessionTimeoutMs,
@@ -61,8 +70,8 @@ export class ConsumerLoop {
       allowAutoTopicCreation: true,
       maxBytesPerPartition: 4 * 1024 * 1024,
     });
-    const ev = this.consumer.events;
-    this.consumer.on(ev.GROUP_JOIN, ({ payload }) => {
+    const ev = consumer.events;
+    consumer.on(ev.GROUP_JOIN, ({ payload }) => {
       this.joined = true;
       this.crashed = false;
       const assigned = new Set<string>();
@@ -70,14 +79,45 @@ export class ConsumerLoop {
       this.o.logger.info({ leg: o.leg, assignment: payload.memberAssignment }, 'joined consumer group');
       this.reconcileAssignment(assigned);
     });
-    this.consumer.on(ev.CRASH, ({ payload }) => {
-      this.crashed = !payload.restart;
+    consumer.on(ev.CRASH, ({ payload }) => {
       this.joined = false;
       this.o.logger.error({ leg: o.leg, err: payload.error.message, restart: payload.restart }, 'consumer crashed');
+      // kafkajs restarts after most errors itself; after the others (a fatal group error during a
+      // rebalance, say) the member would sit outside its group for good while the process looks
+      // healthy. Start a new member instead; /readyz says not ready until it has joined.
+      if (!payload.restart && !this.stopping) {
+        this.crashed = true;
+        this.scheduleRestart();
+      }
     });
-    this.consumer.on(ev.DISCONNECT, () => {
+    consumer.on(ev.DISCONNECT, () => {
       this.joined = false;
     });
+    return consumer;
+  }
+
+  private scheduleRestart(): void {
+    if (this.restartTimer || this.stopping) return;
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      void this.restart();
+    }, RESTART_DELAY_MS);
+  }
+
+  private async restart(): Promise<void> {
+    if (this.stopping) return;
+    const old = this.consumer;
+    await old.disconnect().catch(() => undefined);
+    this.consumer = this.createConsumer();
+    try {
+      await this.run();
+      if (this.paused) this.pause();
+      this.o.metrics.consumerRestarts.inc({ leg: this.o.leg });
+      this.o.logger.warn({ leg: this.o.leg }, 'consumer restarted after a crash kafkajs does not recover from');
+    } catch (err) {
+      this.o.logger.error({ leg: this.o.leg, err: (err as Error).message }, 'consumer restart failed; trying again');
+      this.scheduleRestart();
+    }
   }
 
   private ownedPartitions = new Set<string>();
@@ -93,15 +133,20 @@ export class ConsumerLoop {
   }
 
   async start(): Promise<void> {
-    await this.consumer.connect();
-    for (const topic of this.o.topics) await this.consumer.subscribe({ topic, fromBeginning: this.o.fromBeginning ?? true });
-    await this.consumer.run({
+    await this.run();
+    this.commitTimer = setInterval(() => void this.commit(), this.o.commitIntervalMs);
+  }
+
+  private async run(): Promise<void> {
+    const consumer = this.consumer;
+    await consumer.connect();
+    for (const topic of this.o.topics) await consumer.subscribe({ topic, fromBeginning: this.o.fromBeginning ?? true });
+    await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
       eachBatch: (payload) => this.eachBatch(payload),
     });
-    this.commitTimer = setInterval(() => void this.commit(), this.o.commitIntervalMs);
   }
 
   private async eachBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
@@ -112,6 +157,9 @@ export class ConsumerLoop {
     for (const m of batch.messages) {
       if (!isRunning() || isStale() || this.stopping) break;
       const handle = this.tracker.track(topic, partition, m.offset);
+      last = m.offset;
+      // Already read by this member (a re-fetch after a rejoin): finished or still in hand, not again.
+      if (handle === undefined) continue;
       sink.accept({
         topic,
         partition,
@@ -122,7 +170,6 @@ export class ConsumerLoop {
         timestampMs: Number(m.timestamp),
         handle,
       });
-      last = m.offset;
       if (++n % 256 === 0) {
         // The fetch position moves per chunk (every message before it was handed over);
         // commits come from the tracker alone.
@@ -145,9 +192,11 @@ export class ConsumerLoop {
     // delivering overlap instead of taking turns.
     await new Promise<void>((r) => setImmediate(r));
     await heartbeat();
+    // A heartbeat that fails (a rebalance in progress) is thrown to kafkajs, which rejoins at once;
+    // swallowing it would keep a paused member out of the group until the session times out.
     while (!this.o.sink.hasCapacity() && isRunning() && !this.stopping) {
       await new Promise((r) => setTimeout(r, 5));
-      await heartbeat().catch(() => undefined);
+      await heartbeat();
     }
   }
 
@@ -188,16 +237,23 @@ export class ConsumerLoop {
     return this.tracker.pending;
   }
 
+  /** the partitions this member holds, as `topic:partition` */
+  get assigned(): string[] {
+    return [...this.ownedPartitions];
+  }
+
   /** Kafka connected and this member in its group. */
   get ready(): boolean {
     return this.joined && !this.crashed && !this.stopping;
   }
 
   pause(): void {
+    this.paused = true;
     this.consumer.pause(this.o.topics.map((topic) => ({ topic })));
   }
 
   resume(): void {
+    this.paused = false;
     this.consumer.resume(this.o.topics.map((topic) => ({ topic })));
   }
 
@@ -205,6 +261,7 @@ export class ConsumerLoop {
   async stop(drainTimeoutMs: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
     this.pause();
     const drained = await this.o.sink.drain(drainTimeoutMs);
     if (!drained) this.o.logger.warn({ leg: this.o.leg, pending: this.tracker.pending }, 'drain timed out; unfinished events will be read again after restart');

@@ -38,10 +38,16 @@ export class OffsetTracker {
     return s;
   }
 
-  /** Registers a read message; returns a handle to finish it with. */
-  track(topic: string, partition: number, offset: string): TrackedOffset {
+  /**
+   * Registers a read message; returns a handle to finish it with, or undefined when this consumer
+   * has already read that offset (finished or still in hand). kafkajs forgets its fetch position on
+   * every group rejoin and fetches a partition it kept again from the last commit; without this,
+   * messages already delivered (or still in flight) would be sent a second time.
+   */
+  track(topic: string, partition: number, offset: string): TrackedOffset | undefined {
     const s = this.state(topic, partition);
     const o = Number(offset);
+    if (o < s.next) return undefined;
     const index = s.offsets.length;
     s.offsets.push(o);
     if (s.done.length < s.offsets.length) {

@@ -46,6 +46,7 @@ export class Metrics {
   readonly limiterTracked = new Gauge({ name: 'gateway_limiter_tracked_identities', help: 'ids with live rate state', registers: [this.registry], collect: this.refresh });
   readonly limiterAboveQuota = new Gauge({ name: 'gateway_limiter_identities_above_quota_threshold', help: 'ids above 80% of their daily quota', registers: [this.registry], collect: this.refresh });
   readonly commits = new Counter({ name: 'gateway_offset_commits_total', help: 'offset commits', labelNames: ['leg'] as const, registers: [this.registry] });
+  readonly consumerRestarts = new Counter({ name: 'gateway_consumer_restarts_total', help: 'consumers the gateway restarted after a crash kafkajs does not recover from', labelNames: ['leg'] as const, registers: [this.registry] });
 
   /** registers a function that sets gauges from live state before each scrape */
   onCollect(fn: () => void): void {

@@ -207,8 +207,8 @@ describe('inbound leg: Currents -> Kafka -> Amplitude HTTP API', () => {
     expect(tOthers).toBeLessThan(1_500);
   });
 
-  it('parks the events of ids over their daily quota with reason daily_quota', async () => {
-    const { post, amp, topics } = await setup({ AMPLITUDE_LINGER_MS: '200' });
+  it('parks the events of ids over their daily quota (reason daily_quota) instead of dead-lettering them, and delivers them later', async () => {
+    const { post, amp, topics, gw } = await setup({ AMPLITUDE_LINGER_MS: '200' });
     amp.injectFaults({
       status: 429,
       count: 1,
@@ -216,9 +216,12 @@ describe('inbound leg: Currents -> Kafka -> Amplitude HTTP API', () => {
     });
     await post(batch(0, 10, 10));
     await amp.waitForEvents(9, 10_000);
-    const dl = await readTopic(broker.cluster.bootstrap, topics.dlq, 1, 10_000);
-    expect(dl[0]!.headers.reason).toBe('daily_quota');
-    expect(JSON.parse(dl[0]!.value!.toString()).user.device_id).toBe('device-000002');
+    const parked = await readTopic(broker.cluster.bootstrap, topics.retry, 1, 10_000);
+    expect(parked[0]!.headers.reason).toBe('daily_quota');
+    expect(JSON.parse(parked[0]!.value!.toString()).user.device_id).toBe('device-000002');
+    await amp.waitForEvents(10, 10_000);
+    expect(amp.received.filter((e) => e.device_id === 'device-000002')).toHaveLength(1);
+    expect(await gw.metrics.value('gateway_events_dead_lettered_total')).toBe(0);
   });
 
   it('rides out a 5xx storm with nothing lost', async () => {

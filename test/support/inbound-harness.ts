@@ -23,7 +23,7 @@ let n = 0;
  */
 export async function inboundHarness(
   broker: ReturnType<typeof useMockCluster>,
-  env: Record<string, string> = {},
+  env: Record<string, string> | ((amp: AmplitudeStandIn) => Record<string, string>) = {},
   ampOpts: Partial<AmplitudeStandInOptions> = {},
 ): Promise<InboundHarness> {
   const id = `in${++n}-${Date.now()}`;
@@ -48,7 +48,7 @@ export async function inboundHarness(
     AMPLITUDE_RETRY_BASE_MS: '50',
     AMPLITUDE_RETRY_MAX_MS: '500',
     AMPLITUDE_AUTH_RETRY_MS: '300',
-    ...env,
+    ...(typeof env === 'function' ? env(amp) : env),
   });
   const log = memoryLogger('info');
   const start = async () => {

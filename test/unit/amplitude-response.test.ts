@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { THROTTLE_HOLD_MS, classifyAmplitudeResponse, parseRetryAfter, type ResponseHeaders } from '../../src/braze-to-amplitude/amplitude-response.js';
+import { amplitudeOutcome, classifyAmplitudeResponse, type ResponseHeaders } from '../../src/braze-to-amplitude/amplitude-response.js';
+import { retryAfterFromHeaders } from '../../src/delivery/backoff.js';
 
 interface Row {
   name: string;
@@ -207,7 +208,7 @@ const rows: Row[] = [
       throttledDevices: ['b7d0c6e2-3a51-4c8e-9f10-5e2a7c9d4b11'],
       throttledUsers: ['cust-000482'],
       throttledIndexes: [0, 1, 2],
-      holdMs: 30_000,
+      holdMs: 0,
       failure: { class: 'rate_limited', reason: 'daily_quota', status: 429 },
     },
   },
@@ -237,8 +238,8 @@ const rows: Row[] = [
       throttledDevices: ['device-0001', 'device-0002'],
       throttledUsers: [],
       throttledIndexes: [1, 3],
-      holdMs: THROTTLE_HOLD_MS,
-      failure: { class: 'rate_limited', reason: 'throttled', status: 429, retryAfterMs: 30_000 },
+      holdMs: 0,
+      failure: { class: 'rate_limited', reason: 'throttled', status: 429 },
     },
   },
   {
@@ -246,7 +247,7 @@ const rows: Row[] = [
     status: 429,
     body: undefined,
     batch: 5,
-    expected: { kind: 'throttled', throttledDevices: [], throttledUsers: [], throttledIndexes: [], holdMs: 30_000 },
+    expected: { kind: 'throttled', throttledDevices: [], throttledUsers: [], throttledIndexes: [], holdMs: 0 },
   },
   {
     name: '429 with a longer Retry-After',
@@ -261,7 +262,10 @@ const rows: Row[] = [
   { name: '503 (safe retry)', status: 503, body: { code: 503 }, headers: { 'retry-after': '5' }, batch: 3, expected: { kind: 'retryable', failure: { reason: 'server_error', status: 503, retryAfterMs: 5000 } } },
   { name: '504', status: 504, body: undefined, batch: 3, expected: { kind: 'retryable', failure: { reason: 'server_error', status: 504 } } },
   { name: '408 timeout', status: 408, body: undefined, batch: 3, expected: { kind: 'retryable', failure: { class: 'retryable', reason: 'timeout', status: 408 } } },
-  { name: 'an unexpected status', status: 418, body: undefined, batch: 3, expected: { kind: 'retryable', failure: { class: 'retryable', reason: 'unexpected_status', status: 418 } } },
+  { name: 'an unexpected status', status: 418, body: undefined, batch: 3, expected: { kind: 'fatal', failure: { class: 'fatal', reason: 'unexpected_status', status: 418 } } },
+  { name: '404 (a wrong path: the full endpoint URL appended twice)', status: 404, body: 'Invalid request path', batch: 3, expected: { kind: 'fatal', failure: { class: 'fatal', status: 404 } } },
+  { name: '405', status: 405, body: undefined, batch: 3, expected: { kind: 'fatal', failure: { class: 'fatal', status: 405 } } },
+  { name: 'a redirect', status: 302, body: undefined, batch: 3, expected: { kind: 'fatal', failure: { class: 'fatal', status: 302 } } },
 ];
 
 describe('classifyAmplitudeResponse', () => {
@@ -302,7 +306,7 @@ describe('classifyAmplitudeResponse', () => {
   });
 });
 
-describe('parseRetryAfter', () => {
+describe('retryAfterFromHeaders (the one Retry-After parser)', () => {
   it.each([
     ['10', 10_000],
     ['0', 0],
@@ -312,6 +316,36 @@ describe('parseRetryAfter', () => {
     ['soon', undefined],
     [undefined, undefined],
   ])('%s → %s', (value, want) => {
-    expect(parseRetryAfter(value, Date.parse('2026-01-01T00:00:00Z'))).toBe(want);
+    expect(retryAfterFromHeaders(value === undefined ? {} : { 'retry-after': value }, Date.parse('2026-01-01T00:00:00Z'))).toBe(want);
+  });
+});
+
+describe('amplitudeOutcome: each answer as the delivery core acts on it', () => {
+  const ids = [{ deviceId: 'd1', userId: 'u1' }, { deviceId: 'd2' }, { userId: 'u3' }, { deviceId: 'd4' }];
+  const outcome = (status: number, body: unknown, headers: ResponseHeaders = {}) => amplitudeOutcome(classifyAmplitudeResponse(status, body, headers, ids.length, 0), ids, 30_000);
+
+  it.each([
+    ['200', 200, { code: 200 }, { kind: 'delivered' }],
+    ['400 naming events: those rejected, the rest sent again', 400, { code: 400, error: 'Invalid field values on some events', events_with_invalid_fields: { time: [1] } }, { kind: 'rejected', othersDelivered: false, rejects: [{ index: 1, reason: 'invalid_fields' }] }],
+    ['400 naming nothing: split', 400, { code: 400, error: 'Invalid event JSON' }, { kind: 'split', reason: 'invalid_event' }],
+    ['413: split', 413, {}, { kind: 'split', reason: 'too_large_single' }],
+    ['Invalid API key: stop', 400, { code: 400, error: 'Invalid API key: x' }, { kind: 'stop', failure: 'auth' }],
+    ['404: stop, a configuration no retry fixes', 404, 'Invalid request path', { kind: 'stop', failure: 'configuration' }],
+    ['503: back off', 503, {}, { kind: 'backoff', failure: 'unavailable' }],
+  ])('%s', (_name, status, body, want) => {
+    expect(outcome(status, body)).toMatchObject(want);
+  });
+
+  it('turns the ids a 429 names into the positions to hold and to park, with the configured hold as the floor', () => {
+    const o = outcome(429, {
+      code: 429,
+      throttled_devices: { d2: 31 },
+      throttled_users: {},
+      exceeded_daily_quota_devices: {},
+      exceeded_daily_quota_users: { u3: 500000 },
+    });
+    expect(o).toMatchObject({ kind: 'hold', hold: [1], park: [2], holdMs: 30_000, parkIds: { devices: [], users: ['u3'] } });
+    const longer = outcome(429, { code: 429, throttled_devices: { d4: 40 } }, { 'retry-after': '90' });
+    expect(longer).toMatchObject({ kind: 'hold', hold: [3], holdMs: 90_000 });
   });
 });

@@ -4,11 +4,17 @@ import { KeyedBatchQueue, type Batchable } from '../../src/delivery/batch-queue.
 interface It extends Batchable {
   id: number;
 }
-const ev = (id: number, key: string, extra: Partial<It> = {}): It => ({ id, key, events: 1, attributes: 0, purchases: 0, bytes: 10, ...extra });
+type Extra = { events?: number; attributes?: number; purchases?: number; bytes?: number };
+const ev = (id: number, key: string, extra: Extra = {}): It => ({
+  id,
+  key,
+  parts: [extra.events ?? 1, extra.attributes ?? 0, extra.purchases ?? 0],
+  bytes: extra.bytes ?? 10,
+});
 
 describe('KeyedBatchQueue', () => {
   it('fills a batch up to the per-array cap', () => {
-    const q = new KeyedBatchQueue<It>({ maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 });
+    const q = new KeyedBatchQueue<It>({ maxPerPart: 75, maxTotal: 0, maxBytes: 1e6 });
     for (let i = 0; i < 200; i++) q.push(ev(i, `u${i}`));
     expect(q.take().length).toBe(75);
     expect(q.take().length).toBe(75);
@@ -17,10 +23,10 @@ describe('KeyedBatchQueue', () => {
   });
 
   it.each([
-    { name: 'total cap', limits: { maxPerArray: 75, maxTotal: 50, maxBytes: 1e6 }, items: 120, extra: { attributes: 1 }, want: 25 },
-    { name: 'attributes cap', limits: { maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 }, items: 120, extra: { events: 0, attributes: 1 }, want: 75 },
-    { name: 'byte cap', limits: { maxPerArray: 75, maxTotal: 0, maxBytes: 1000 }, items: 120, extra: { bytes: 100 }, want: 10 },
-    { name: 'purchases cap', limits: { maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 }, items: 120, extra: { purchases: 3 }, want: 25 },
+    { name: 'total cap', limits: { maxPerPart: 75, maxTotal: 50, maxBytes: 1e6 }, items: 120, extra: { attributes: 1 }, want: 25 },
+    { name: 'attributes cap', limits: { maxPerPart: 75, maxTotal: 0, maxBytes: 1e6 }, items: 120, extra: { events: 0, attributes: 1 }, want: 75 },
+    { name: 'byte cap', limits: { maxPerPart: 75, maxTotal: 0, maxBytes: 1000 }, items: 120, extra: { bytes: 100 }, want: 10 },
+    { name: 'purchases cap', limits: { maxPerPart: 75, maxTotal: 0, maxBytes: 1e6 }, items: 120, extra: { purchases: 3 }, want: 25 },
   ])('respects the $name', ({ limits, items, extra, want }) => {
     const q = new KeyedBatchQueue<It>(limits);
     for (let i = 0; i < items; i++) q.push(ev(i, `u${i}`, extra));
@@ -28,7 +34,7 @@ describe('KeyedBatchQueue', () => {
   });
 
   it('holds a busy user\'s newer items until its request is released, keeping order', () => {
-    const q = new KeyedBatchQueue<It>({ maxPerArray: 2, maxTotal: 0, maxBytes: 1e6 });
+    const q = new KeyedBatchQueue<It>({ maxPerPart: 2, maxTotal: 0, maxBytes: 1e6 });
     q.push(ev(1, 'a'));
     q.push(ev(2, 'a'));
     q.push(ev(3, 'a'));
@@ -43,7 +49,7 @@ describe('KeyedBatchQueue', () => {
   });
 
   it('does not let items pushed during a request overtake it', () => {
-    const q = new KeyedBatchQueue<It>({ maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 });
+    const q = new KeyedBatchQueue<It>({ maxPerPart: 75, maxTotal: 0, maxBytes: 1e6 });
     q.push(ev(1, 'a'));
     expect(q.take().map((i) => i.id)).toEqual([1]);
     q.push(ev(2, 'a'));
@@ -53,7 +59,7 @@ describe('KeyedBatchQueue', () => {
   });
 
   it('returns an oversized item on its own rather than never', () => {
-    const q = new KeyedBatchQueue<It>({ maxPerArray: 75, maxTotal: 0, maxBytes: 100 });
+    const q = new KeyedBatchQueue<It>({ maxPerPart: 75, maxTotal: 0, maxBytes: 100 });
     q.push(ev(1, 'a', { bytes: 500 }));
     q.push(ev(2, 'b'));
     expect(q.take().map((i) => i.id)).toEqual([1]);
@@ -63,7 +69,7 @@ describe('KeyedBatchQueue', () => {
 
 describe('KeyedBatchQueue ordering across users', () => {
   it('serves a released user by the age of its oldest item, not behind everyone who arrived later', () => {
-    const q = new KeyedBatchQueue<It>({ maxPerArray: 1, maxTotal: 0, maxBytes: 1e6 });
+    const q = new KeyedBatchQueue<It>({ maxPerPart: 1, maxTotal: 0, maxBytes: 1e6 });
     q.push(ev(1, 'a'));
     q.push(ev(2, 'a'));
     for (let i = 3; i < 10; i++) q.push(ev(i, `u${i}`));
@@ -78,7 +84,7 @@ describe('KeyedBatchQueue ordering across users', () => {
 
 describe('KeyedBatchQueue removal', () => {
   it('removes matching items, keeps the rest in order, and skips emptied keys', () => {
-    const q = new KeyedBatchQueue<It>({ maxPerArray: 75, maxTotal: 0, maxBytes: 1e6 });
+    const q = new KeyedBatchQueue<It>({ maxPerPart: 75, maxTotal: 0, maxBytes: 1e6 });
     q.push(ev(1, 'a'));
     q.push(ev(2, 'b'));
     q.push(ev(3, 'a'));

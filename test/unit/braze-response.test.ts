@@ -5,42 +5,73 @@ import { ManualClock } from '../../src/clock.js';
 
 const NOW = Date.parse('2025-03-14T09:00:00Z');
 
+const counts = (attributes: number, events: number, purchases: number) => () => ({ attributes, events, purchases });
+const NONE = counts(0, 1, 0);
+
 // Rows from reference/braze-users-track.md §8.
 describe('classifyBrazeResponse', () => {
   it.each([
-    { status: 201, body: { message: 'success', events_processed: 1 }, kind: 'ok' },
-    { status: 200, body: { message: 'success', attributes_processed: 1 }, kind: 'ok' },
-    { status: 202, body: { message: 'queued' }, kind: 'ok' },
-    { status: 401, body: { message: 'Invalid API key' }, kind: 'stop', cls: 'auth' },
-    { status: 403, body: { message: 'Access Denied' }, kind: 'stop', cls: 'auth' },
-    { status: 404, body: { message: 'Not Found' }, kind: 'stop', cls: 'fatal' },
+    { status: 201, body: { message: 'success', events_processed: 1 }, kind: 'delivered' },
+    { status: 200, body: { message: 'success', attributes_processed: 1 }, kind: 'delivered' },
+    { status: 202, body: { message: 'queued' }, kind: 'delivered' },
+    { status: 401, body: { message: 'Invalid API key' }, kind: 'stop', failure: 'auth' },
+    { status: 403, body: { message: 'Access Denied' }, kind: 'stop', failure: 'auth' },
+    { status: 404, body: { message: 'Not Found' }, kind: 'stop', failure: 'configuration' },
+    { status: 405, body: { message: 'Method Not Allowed' }, kind: 'stop', failure: 'configuration' },
+    { status: 302, body: {}, kind: 'stop', failure: 'configuration' },
+    { status: 422, body: { message: 'what is this' }, kind: 'stop', failure: 'configuration' },
     { status: 413, body: { message: 'Request Entity Too Large' }, kind: 'split' },
     { status: 400, body: { message: 'Max Input Length Exceeded' }, kind: 'split' },
-    { status: 400, body: { message: "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields." }, kind: 'invalid', cls: 'invalid_input' },
-    { status: 429, body: { message: 'Rate limited' }, kind: 'retry', cls: 'rate_limited' },
-    { status: 500, body: { message: 'Internal Server Error' }, kind: 'retry', cls: 'retryable' },
-    { status: 502, body: {}, kind: 'retry', cls: 'retryable' },
-    { status: 503, body: {}, kind: 'retry', cls: 'retryable' },
-    { status: 504, body: {}, kind: 'retry', cls: 'retryable' },
-    { status: 0, body: {}, kind: 'retry', cls: 'retryable' },
-  ])('$status $body.message -> $kind', ({ status, body, kind, cls }) => {
-    const o = classifyBrazeResponse(status, {}, JSON.stringify(body), NOW);
+    { status: 400, body: { message: "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields." }, kind: 'split' },
+    { status: 429, body: { message: 'Rate limited' }, kind: 'backoff', failure: 'rate_limited' },
+    { status: 500, body: { message: 'Internal Server Error' }, kind: 'backoff', failure: 'unavailable' },
+    { status: 502, body: {}, kind: 'backoff', failure: 'unavailable' },
+    { status: 503, body: {}, kind: 'backoff', failure: 'unavailable' },
+    { status: 504, body: {}, kind: 'backoff', failure: 'unavailable' },
+    { status: 0, body: {}, kind: 'backoff', failure: 'unavailable' },
+  ])('$status $body.message -> $kind', ({ status, body, kind, failure }) => {
+    const o = classifyBrazeResponse(status, {}, JSON.stringify(body), NONE, NOW);
     expect(o.kind).toBe(kind);
-    if (cls && 'failure' in o) expect(o.failure.class).toBe(cls);
+    if (failure) expect(o).toMatchObject({ failure });
   });
 
-  it('reads the per-object errors of a success (the reference\'s worked example)', () => {
-    const body = { message: 'success', events_processed: 1, errors: [{ type: "'quantity' is not valid", input_array: 'purchases', index: 0 }, 'something else'] };
-    const o = classifyBrazeResponse(201, {}, JSON.stringify(body), NOW);
-    expect(o).toMatchObject({ kind: 'ok', objectErrors: [{ array: 'purchases', index: 0, type: "'quantity' is not valid" }], unattributedErrors: ['something else'] });
+  it('names the refused objects of a success by their position: attributes, then events, then purchases', () => {
+    const body = { message: 'success', errors: [{ type: "'quantity' is not valid", input_array: 'purchases', index: 0 }, { type: 'bad', input_array: 'events', index: 1 }] };
+    const o = classifyBrazeResponse(201, {}, JSON.stringify(body), counts(2, 3, 1), NOW);
+    expect(o).toMatchObject({
+      kind: 'rejected',
+      othersDelivered: true,
+      rejects: [
+        { index: 5, reason: 'rejected_by_destination', error: "purchases[0]: 'quantity' is not valid" },
+        { index: 3, reason: 'rejected_by_destination' },
+      ],
+    });
+  });
+
+  it('never counts a success whose errors name no object as a clean delivery', () => {
+    const body = { message: 'success', errors: ['something went wrong'] };
+    const o = classifyBrazeResponse(201, {}, JSON.stringify(body), counts(1, 2, 0), NOW);
+    expect(o.kind).toBe('rejected');
+    if (o.kind !== 'rejected') return;
+    expect(o.othersDelivered).toBe(true);
+    expect(o.rejects.map((r) => [r.index, r.reason])).toEqual([
+      [0, 'rejected_unattributed'],
+      [1, 'rejected_unattributed'],
+      [2, 'rejected_unattributed'],
+    ]);
+  });
+
+  it('a 400 naming objects refuses those and sends the rest again', () => {
+    const body = { message: 'bad', errors: [{ type: 'invalid', input_array: 'attributes', index: 0 }] };
+    expect(classifyBrazeResponse(400, {}, JSON.stringify(body), counts(1, 1, 0), NOW)).toMatchObject({ kind: 'rejected', othersDelivered: false, rejects: [{ index: 0 }] });
   });
 
   it('honours X-RateLimit-Reset on a 429 and holds when X-RateLimit-Remaining hits 0', () => {
     const reset = String(NOW / 1000 + 7);
-    const o = classifyBrazeResponse(429, { 'x-ratelimit-reset': reset }, '', NOW);
-    expect(o.kind === 'retry' && o.failure.retryAfterMs).toBe(7000);
-    const ok = classifyBrazeResponse(201, { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': reset }, '{"message":"success"}', NOW);
-    expect(ok.kind === 'ok' && ok.holdUntilMs).toBe(NOW + 7000);
+    const o = classifyBrazeResponse(429, { 'x-ratelimit-reset': reset }, '', NONE, NOW);
+    expect(o.kind === 'backoff' && o.retryAfterMs).toBe(7000);
+    const ok = classifyBrazeResponse(201, { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': reset }, '{"message":"success"}', NONE, NOW);
+    expect(ok.kind === 'delivered' && ok.holdForMs).toBe(7000);
   });
 });
 
@@ -57,33 +88,46 @@ describe('retryAfterFromHeaders', () => {
 });
 
 describe('DestinationBackoff', () => {
+  const settings = { baseMs: 100, maxMs: 1000, stopRetryMs: 60_000 };
+
   it('grows exponentially with jitter up to the cap and resets on success', () => {
     const clock = new ManualClock(0);
-    const b = new DestinationBackoff({ baseMs: 100, maxMs: 1000, authRetryMs: 60_000 }, clock, () => 1);
-    expect(b.onFailure('retryable')).toBe(100);
-    expect(b.onFailure('retryable')).toBe(200);
-    expect(b.onFailure('retryable')).toBe(400);
-    expect(b.onFailure('retryable')).toBe(800);
-    expect(b.onFailure('retryable')).toBe(1000);
-    expect(b.waitMs()).toBe(1000);
+    const b = new DestinationBackoff(settings, clock, () => 1);
+    const fail = () => b.onFailure(b.begin());
+    expect([fail(), fail(), fail(), fail(), fail()]).toEqual([100, 200, 400, 800, 1000]);
+    expect(b.failing).toBe(true);
     clock.advance(1000);
     expect(b.waitMs()).toBe(0);
     b.onSuccess();
-    expect(b.onFailure('retryable')).toBe(100);
+    expect(b.failing).toBe(false);
+    expect(fail()).toBe(100);
+  });
+
+  it('counts the failures of requests in flight together as one step', () => {
+    const clock = new ManualClock(0);
+    const b = new DestinationBackoff(settings, clock, () => 1);
+    // 16 requests start together; all of them fail
+    const tickets = Array.from({ length: 16 }, () => b.begin());
+    const waits = tickets.map((t) => b.onFailure(t));
+    expect(b.failures).toBe(1);
+    expect(new Set(waits)).toEqual(new Set([100]));
+    // the next probe fails: one more step
+    clock.advance(100);
+    expect(b.onFailure(b.begin())).toBe(200);
+    expect(b.failures).toBe(2);
   });
 
   it('never waits less than half the step (equal jitter)', () => {
-    const b = new DestinationBackoff({ baseMs: 100, maxMs: 1000, authRetryMs: 60_000 }, new ManualClock(), () => 0);
-    expect(b.onFailure('retryable')).toBe(50);
-    expect(b.onFailure('retryable')).toBe(100);
+    const b = new DestinationBackoff(settings, new ManualClock(), () => 0);
+    expect(b.onFailure(b.begin())).toBe(50);
+    expect(b.onFailure(b.begin())).toBe(100);
   });
 
-  it('waits what the destination asked, and slowly for a refused key', () => {
+  it('waits what the destination asked, and slowly after a stop', () => {
     const clock = new ManualClock(0);
-    const b = new DestinationBackoff({ baseMs: 100, maxMs: 10_000, authRetryMs: 60_000 }, clock, () => 0);
-    expect(b.onFailure('rate_limited', 3000)).toBe(3000);
-    expect(b.onFailure('auth')).toBe(60_000);
-    expect(b.waitMs()).toBe(60_000);
+    const b = new DestinationBackoff({ baseMs: 100, maxMs: 10_000, stopRetryMs: 60_000 }, clock, () => 0);
+    expect(b.onFailure(b.begin(), { retryAfterMs: 3000 })).toBe(3000);
+    expect(b.onFailure(b.begin(), { stopped: true })).toBe(60_000);
   });
 });
 

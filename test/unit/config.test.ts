@@ -29,7 +29,7 @@ describe('loadConfig', () => {
       { source: { kind: 'device_id' }, target: { kind: 'user_alias', aliasLabel: 'amplitude_device_id' } },
     ]);
     expect(c.http.port).toBe(8080);
-    expect(c.amplitude.httpApiUrl).toBe('https://api2.amplitude.com');
+    expect(c.amplitude.httpApiUrl).toBe('https://api2.amplitude.com/2/httpapi');
   });
 
   it.each([
@@ -67,7 +67,7 @@ describe('loadConfig', () => {
     expect(c.outbound.identifiers[2]).toEqual({ source: { kind: 'device_id' }, target: { kind: 'user_alias', aliasLabel: 'anon' } });
     expect(c.kafka.sasl).toEqual({ mechanism: 'scram-sha-256', username: 'u', password: 'p' });
     expect(c.kafka.ssl).toBe(true);
-    expect(c.amplitude.httpApiUrl).toBe('https://api.eu.amplitude.com');
+    expect(c.amplitude.httpApiUrl).toBe('https://api.eu.amplitude.com/2/httpapi');
   });
 
   it('takes settings from GATEWAY_CONFIG, with the environment winning', () => {
@@ -96,6 +96,41 @@ describe('loadConfig', () => {
     for (const name of ['KAFKA_BROKERS', 'KAFKA_CLIENT_ID', 'KAFKA_SSL', 'BRAZE_REST_ENDPOINT', 'BRAZE_APP_ID', 'AMPLITUDE_REGION', 'AMPLITUDE_HTTP_API_URL', 'AMPLITUDE_API_URL', 'HTTP_PORT', 'LOG_LEVEL', 'TOPIC_DEAD_LETTER']) {
       expect(ref.map((r) => r.env)).toContain(name);
     }
+  });
+});
+
+describe('endpoints as an operator types them', () => {
+  it.each([
+    ['a host', 'https://api2.amplitude.com', 'https://api2.amplitude.com/2/httpapi', 'httpapi', 30, 1_000_000],
+    ['a host with a trailing slash', 'https://api2.amplitude.com/', 'https://api2.amplitude.com/2/httpapi', 'httpapi', 30, 1_000_000],
+    ['a bare host', 'api.eu.amplitude.com', 'https://api.eu.amplitude.com/2/httpapi', 'httpapi', 30, 1_000_000],
+    ['the HTTP V2 endpoint as documented', 'https://api2.amplitude.com/2/httpapi', 'https://api2.amplitude.com/2/httpapi', 'httpapi', 30, 1_000_000],
+    ['a local stand-in', 'http://127.0.0.1:9999/2/httpapi/', 'http://127.0.0.1:9999/2/httpapi', 'httpapi', 30, 1_000_000],
+    ['the Batch API', 'https://api2.amplitude.com/batch', 'https://api2.amplitude.com/batch', 'batch', 1_000, 19_000_000],
+  ])('AMPLITUDE_HTTP_API_URL as %s', (_name, typed, url, endpoint, perId, bytes) => {
+    const c = loadConfig({ ...base, AMPLITUDE_HTTP_API_URL: typed });
+    expect(c.amplitude.httpApiUrl).toBe(url);
+    expect(c.amplitude.endpoint).toBe(endpoint);
+    expect(c.limits.eventsPerSecond).toBe(perId);
+    expect(c.inbound.maxRequestBytes).toBe(bytes);
+  });
+
+  it('keeps the per-id rate settable with the Batch API', () => {
+    const c = loadConfig({ ...base, AMPLITUDE_HTTP_API_URL: 'https://api2.amplitude.com/batch', AMPLITUDE_ID_EVENTS_PER_SECOND: '100' });
+    expect(c.limits.eventsPerSecond).toBe(100);
+  });
+
+  it('refuses an ingest URL that is neither a host nor an ingest endpoint', () => {
+    expect(problems({ ...base, AMPLITUDE_HTTP_API_URL: 'https://api2.amplitude.com/api/3/cohorts' }).join('\n')).toMatch(/AMPLITUDE_HTTP_API_URL.*\/2\/httpapi or \/batch/);
+  });
+
+  it.each([
+    ['the instance URL', 'https://rest.iad-01.braze.com', 'https://rest.iad-01.braze.com'],
+    ['a bare host', 'rest.fra-01.braze.eu', 'https://rest.fra-01.braze.eu'],
+    ['the endpoint\'s full URL', 'https://rest.iad-01.braze.com/users/track', 'https://rest.iad-01.braze.com'],
+  ])('BRAZE_REST_ENDPOINT as %s', (_name, typed, want) => {
+    const c = loadConfig({ ...base, BRAZE_REST_ENDPOINT: typed, BRAZE_API_KEY: 'k-123456' });
+    expect(c.braze?.restEndpoint).toBe(want);
   });
 });
 

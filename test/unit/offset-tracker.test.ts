@@ -18,7 +18,7 @@ describe('OffsetTracker', () => {
 
   it('reports a partition only when its commit point moved', () => {
     const t = new OffsetTracker();
-    t.track('a', 1, '5').done();
+    t.track('a', 1, '5')!.done();
     const p = t.commitPoints();
     expect(p).toEqual([{ topic: 'a', partition: 1, offset: '6' }]);
     t.markCommitted(p);
@@ -27,9 +27,9 @@ describe('OffsetTracker', () => {
 
   it('keeps partitions apart and tolerates gaps in offsets', () => {
     const t = new OffsetTracker();
-    const a = t.track('a', 0, '100');
-    const b = t.track('a', 1, '7');
-    t.track('a', 0, '105').done();
+    const a = t.track('a', 0, '100')!;
+    const b = t.track('a', 1, '7')!;
+    t.track('a', 0, '105')!.done();
     b.done();
     expect(t.commitPoints()).toEqual([
       { topic: 'a', partition: 0, offset: '100' },
@@ -53,7 +53,7 @@ describe('OffsetTracker', () => {
 
   it('ignores late completions of a revoked partition', () => {
     const t = new OffsetTracker();
-    const h = t.track('a', 0, '1');
+    const h = t.track('a', 0, '1')!;
     t.track('a', 0, '2');
     expect(t.pending).toBe(2);
     t.forget('a', 0);
@@ -61,5 +61,19 @@ describe('OffsetTracker', () => {
     h.done();
     expect(t.pending).toBe(0);
     expect(t.commitPoints()).toEqual([]);
+  });
+
+  it('does not hand out an offset it already read again: a re-fetch after a rejoin is not re-sent', () => {
+    const t = new OffsetTracker();
+    const h = [0, 1, 2, 3].map((o) => t.track('a', 0, String(o))!);
+    h[0]!.done();
+    h[1]!.done();
+    // kafkajs rejoined and fetches from the last commit (0): offsets 0-3 come again
+    expect([0, 1, 2, 3].map((o) => t.track('a', 0, String(o)))).toEqual([undefined, undefined, undefined, undefined]);
+    expect(t.pending).toBe(2);
+    expect(t.track('a', 0, '4')).toBeDefined();
+    // a partition this member lost and got back starts afresh: what it had is someone else's now
+    t.forget('a', 0);
+    expect(t.track('a', 0, '2')).toBeDefined();
   });
 });

@@ -63,6 +63,8 @@ export interface AmplitudeStandIn {
   setApiKey(key: string): void;
   /** The next `count` requests get this answer instead of the normal processing. Faults queue up in order. */
   injectFaults(fault: AmplitudeFault): void;
+  /** Drops the faults not yet served (the end of an outage). */
+  clearFaults(): void;
   /** Resolves once at least `n` events have been accepted in total (duplicates included); rejects after `timeoutMs`. */
   waitForEvents(n: number, timeoutMs: number): Promise<void>;
   /** Back to the state right after start: data, stats, faults, per-id windows and quotas, and the configured key. */
@@ -583,6 +585,9 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
     },
     injectFaults(fault: AmplitudeFault): void {
       faults.add(fault);
+    },
+    clearFaults(): void {
+      faults.clear();
     },
     waitForEvents(n: number, timeoutMs: number): Promise<void> {
       return waiters.wait(n, timeoutMs);

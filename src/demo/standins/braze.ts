@@ -73,6 +73,8 @@ export interface BrazeStandIn {
   setApiKey(key: string): void;
   /** The next `count` requests get this answer instead of the normal processing. Faults queue up in order. */
   injectFaults(fault: BrazeFault): void;
+  /** Drops the faults not yet served (the end of an outage). */
+  clearFaults(): void;
   /** Objects for which the predicate returns a reason are refused as a per-object error item. */
   rejectWhen(pred: BrazeRejectPredicate | undefined): void;
   /** Resolves once at least `n` events have been accepted in total; rejects after `timeoutMs`. */
@@ -473,6 +475,9 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
     },
     injectFaults(fault: BrazeFault): void {
       faults.add(fault);
+    },
+    clearFaults(): void {
+      faults.clear();
     },
     rejectWhen(pred: BrazeRejectPredicate | undefined): void {
       rejectPred = pred;

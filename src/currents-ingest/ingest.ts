@@ -1,0 +1,51 @@
+import type { Producer } from 'kafkajs';
+import type { BuiltLeg, LegContext } from '../leg.js';
+import { BatchingProducer } from '../kafka/batching-producer.js';
+import { currentsRoute } from './currents-route.js';
+
+/** POST /currents → Kafka, when CURRENTS_TOKEN is set. */
+export async function buildCurrentsIngest(ctx: LegContext): Promise<BuiltLeg | undefined> {
+  const { config, logger } = ctx;
+  if (!config.currents) {
+    logger.info('Currents ingestion off: CURRENTS_TOKEN is not set');
+    return undefined;
+  }
+  // A producer of its own with short retries: a Currents request must get its 503 in seconds when
+  // Kafka is away, not wait out the long retries the dead-letter writes use.
+  const producer: Producer = ctx.kafka.producer({ allowAutoTopicCreation: true, retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1_000 } });
+  await producer.connect();
+  const batcher = new BatchingProducer(producer, logger, {
+    name: 'currents',
+    lingerMs: 2,
+    maxBatch: 2_000,
+    maxInFlight: 4,
+    maxAttempts: 2,
+    retryBaseMs: 100,
+    ackTimeoutMs: config.currents.ackTimeoutMs,
+  });
+  logger.info({ topic: config.topics.brazeCurrents }, 'Currents ingestion (POST /currents -> Kafka) on');
+  return {
+    name: 'currents',
+    loops: [],
+    readiness: [],
+    routes: [
+      currentsRoute({
+        settings: config.currents,
+        topic: config.topics.brazeCurrents,
+        producer: batcher,
+        deadLetters: ctx.deadLetters,
+        minIdLength: config.inbound.mapping.minIdLength,
+        metrics: ctx.metrics,
+        logger: logger.child({ component: 'currents' }),
+        clock: ctx.clock,
+        kafkaUp: () => ctx.kafkaUp(),
+      }),
+    ],
+    watched: [],
+    pending: () => 0,
+    close: async () => {
+      batcher.close();
+      await producer.disconnect().catch(() => undefined);
+    },
+  };
+}

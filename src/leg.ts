@@ -1,0 +1,45 @@
+import type { FastifyInstance } from 'fastify';
+import type { Kafka, Producer } from 'kafkajs';
+import type { Clock } from './clock.js';
+import type { GatewayConfig } from './config/config.js';
+import type { ConsumerLoop, MessageSink } from './kafka/consumer-loop.js';
+import type { DeadLetterWriter } from './kafka/dead-letter.js';
+import type { Logger } from './observability/logger.js';
+import type { Leg, Metrics } from './observability/metrics.js';
+import type { ConnectorHealth, HealthRegistry } from './health/connector-health.js';
+import type { Expirable } from './health/health-monitor.js';
+import type { ReadinessCheck } from './server.js';
+
+/** What the gateway hands each flow so that it can build itself. */
+export interface LegContext {
+  config: GatewayConfig;
+  logger: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  health: HealthRegistry;
+  kafka: Kafka;
+  /** the shared producer (acks from all in-sync replicas) */
+  producer: Producer;
+  deadLetters: DeadLetterWriter;
+  /** a consumer group member for one topic, with this gateway's Kafka settings */
+  consumerLoop(suffix: string, topic: string, leg: Leg, sink: MessageSink): ConsumerLoop;
+  /** is the shared producer connected (for answers that depend on Kafka being there) */
+  kafkaUp(): boolean;
+}
+
+/** A flow, built: what the gateway starts, serves, watches and takes down. */
+export interface BuiltLeg {
+  name: string;
+  loops: ConsumerLoop[];
+  readiness: ReadinessCheck[];
+  /** fastify plugins adding the flow's HTTP routes */
+  routes: Array<(app: FastifyInstance) => Promise<void> | void>;
+  /** connectors the drop window watches */
+  watched: Array<{ health: ConnectorHealth; leg: Expirable }>;
+  /** events accepted and not yet finished */
+  pending(): number;
+  /** set scrape-time gauges */
+  collect?(): void;
+  /** after the loops have stopped: close destinations and producers */
+  close(): Promise<void>;
+}
