@@ -213,4 +213,21 @@ describe('outbound (Braze) answers as an operator meets them', () => {
     // moved partitions re-send at most what the first instance held in flight when they moved
     expect(dupsAll).toBeLessThanOrEqual(2_000);
   }, 180_000);
+
+  it('restarts a consumer kafkajs gives up on, and is not ready until it has joined again', async () => {
+    const { topics, braze, start, log } = await outbound();
+    await produceEvents(topics.events, 0, 200, 20);
+    const gw = await start();
+    await braze.waitForEvents(200, 20_000);
+    // The next heartbeat meets a fatal group error (GROUP_AUTHORIZATION_FAILED, not retriable),
+    // after which kafkajs does not restart the consumer by itself.
+    await broker.cluster.pushRequestErrors(12, [30]);
+    await waitFor(() => gw.ready, (r) => !r, 15_000, 'not ready after the crash');
+    await waitFor(() => gw.metrics.value('gateway_consumer_restarts_total'), (v) => v >= 1, 30_000, 'a consumer restart');
+    await waitFor(() => gw.ready, (r) => r, 30_000, 'ready again');
+    expect(log.lines().filter((l) => l.msg === 'consumer crashed')).toHaveLength(1);
+    await produceEvents(topics.events, 200, 200, 20);
+    await braze.waitForEvents(400, 30_000);
+    expect(new Set(seqs(braze)).size).toBe(400);
+  }, 120_000);
 });
