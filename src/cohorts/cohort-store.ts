@@ -1,0 +1,309 @@
+/**
+ * The cohort sync's durable state, in the compacted topic `gateway.cohorts` (TOPIC_COHORTS), keyed
+ * so that compaction keeps exactly what a restart needs:
+ *
+ * | key                              | value |
+ * |---|---|
+ * | `snap/<sync>/meta`               | JSON: generation, chunk count, members, lastComputed, recent push message ids |
+ * | `snap/<sync>/g<0|1>/<n>`         | one chunk of the member set (20,000 members, varint-length keys, deflated) |
+ * | `snap/<sync>/d/<seq>`            | JSON: one push delta applied on top of the generation it names |
+ * | `req/<sync>`                     | JSON: the export requested and not yet delivered (its request_id), or a tombstone |
+ * | `budget/<YYYY-MM>`               | JSON: exports requested that month |
+ * | `inbox/<cohort>/<message_id>`    | JSON: a webhook batch stored before its 2xx, tombstoned once applied |
+ *
+ * A new snapshot is written as a new generation into the other parity's chunk keys, and only then
+ * the meta record that names it: a crash halfway leaves the meta naming the previous generation,
+ * whose chunks were not touched. A 2,000,000-member snapshot is about a hundred records of some
+ * hundreds of kilobytes, within Kafka's message size and the test broker's per-partition retention.
+ *
+ * The reader keeps the latest record per key itself: compaction is lazy (and the test broker never
+ * compacts), as in src/health/health-store.ts.
+ */
+import { randomUUID } from 'node:crypto';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import type { Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type { Logger } from '../observability/logger.js';
+import { describeError } from '../errors.js';
+import { MemberSet, MemberSetBuilder, applyChange, decodeMembersInto, encodeMembers } from './member-set.js';
+
+export const CHUNK_MEMBERS = 20_000;
+
+export interface SnapshotMeta {
+  v: 1;
+  generation: number;
+  chunks: number;
+  members: number;
+  /** the export this snapshot came from: its cohort's lastComputed / lastMod (ms) */
+  lastComputedMs?: number;
+  lastModMs?: number;
+  cohortName?: string;
+  savedAtMs: number;
+  /** the partner API was told the cohort's name (partner transport) */
+  partnerNamed?: string;
+  /** push message ids applied (newest last, bounded), so a repeated one is applied once */
+  messageIds: string[];
+  /** the last push delta applied on top of this generation */
+  deltaSeq: number;
+}
+
+export interface PushDelta {
+  generation: number;
+  seq: number;
+  messageId: string;
+  adds: string[];
+  removes: string[];
+}
+
+export interface PendingRequest {
+  requestId: string;
+  cohortId: string;
+  requestedAtMs: number;
+  propKeys: string[];
+  /** the cohort's lastComputed when it was requested */
+  lastComputedMs: number;
+}
+
+export interface StoredPush {
+  cohortId: string;
+  messageId: string;
+  inCohort: boolean;
+  computedTime?: string;
+  receivedAtMs: number;
+  users: Array<{ user_id?: string; device_id?: string; amplitude_id?: string; properties?: Record<string, string | number | boolean | null> }>;
+}
+
+/** recent push message ids kept per sync */
+export const MESSAGE_ID_MEMORY = 10_000;
+
+export interface CohortStoreDeps {
+  kafka: Kafka;
+  producer: Producer;
+  topic: string;
+  logger: Logger;
+  fetchMaxWaitMs: number;
+  groupIdPrefix: string;
+  loadTimeoutMs?: number;
+}
+
+function json<T>(v: Buffer): T | undefined {
+  try {
+    return JSON.parse(v.toString('utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+export class CohortStore {
+  /** latest value per key, as loaded and as written since */
+  private readonly records = new Map<string, Buffer>();
+  private readonly snapshots = new Map<string, { meta: SnapshotMeta; members: MemberSet }>();
+
+  constructor(private readonly d: CohortStoreDeps) {}
+
+  /** Reads the topic to its end, keeping the latest record per key (a null value deletes). */
+  async load(): Promise<{ records: number; ms: number }> {
+    const started = Date.now();
+    const admin = this.d.kafka.admin();
+    await admin.connect();
+    let ends: Map<number, bigint>;
+    try {
+      const topics = await admin.listTopics();
+      if (!topics.includes(this.d.topic)) return { records: 0, ms: Date.now() - started };
+      const offsets = await admin.fetchTopicOffsets(this.d.topic);
+      ends = new Map(offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]));
+    } finally {
+      await admin.disconnect();
+    }
+    if (ends.size === 0) return { records: 0, ms: Date.now() - started };
+    const latest = new Map<string, { partition: number; offset: bigint; value: Buffer | null }>();
+    const consumer = this.d.kafka.consumer({ groupId: `${this.d.groupIdPrefix}-${randomUUID()}`, maxWaitTimeInMs: this.d.fetchMaxWaitMs, allowAutoTopicCreation: false, maxBytes: 64 << 20 });
+    const remaining = new Set(ends.keys());
+    const timeoutMs = this.d.loadTimeoutMs ?? 120_000;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topic: this.d.topic, fromBeginning: true });
+      await new Promise<void>((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`cohort store: could not read ${this.d.topic} to its end within ${timeoutMs} ms`)), timeoutMs);
+        consumer.on(consumer.events.CRASH, (e) => {
+          if (!e.payload.restart) reject(new Error(`cohort store: the reader stopped: ${describeError(e.payload.error)}`));
+        });
+        consumer
+          .run({
+            autoCommit: false,
+            eachBatch: async ({ batch }) => {
+              for (const m of batch.messages as KafkaMessage[]) {
+                const key = m.key?.toString('utf8');
+                if (!key) continue;
+                const offset = BigInt(m.offset);
+                const prev = latest.get(key);
+                if (prev === undefined || prev.partition !== batch.partition || offset > prev.offset) latest.set(key, { partition: batch.partition, offset, value: m.value });
+              }
+              const end = ends.get(batch.partition);
+              if (end !== undefined && BigInt(batch.lastOffset()) + 1n >= end) remaining.delete(batch.partition);
+              if (remaining.size === 0) resolve();
+            },
+          })
+          .catch(reject);
+      });
+    } finally {
+      clearTimeout(timer);
+      await consumer.disconnect().catch(() => undefined);
+    }
+    for (const [k, v] of latest) if (v.value !== null) this.records.set(k, v.value);
+    return { records: this.records.size, ms: Date.now() - started };
+  }
+
+  private async put(messages: Array<{ key: string; value: Buffer | null }>): Promise<void> {
+    if (messages.length === 0) return;
+    // acks from all in-sync replicas: a record only the leader had could vanish in a failover
+    for (let i = 0; i < messages.length; i += 50) {
+      await this.d.producer.send({ topic: this.d.topic, acks: -1, messages: messages.slice(i, i + 50) });
+    }
+    for (const m of messages) {
+      if (m.value === null) this.records.delete(m.key);
+      else this.records.set(m.key, m.value);
+    }
+  }
+
+  private getJson<T>(key: string): T | undefined {
+    const v = this.records.get(key);
+    return v === undefined ? undefined : json<T>(v);
+  }
+
+  // ---- snapshots -------------------------------------------------------------------------------
+
+  /** The membership last delivered for a sync (built once from the chunks and deltas, then kept). */
+  snapshot(sync: string): { meta: SnapshotMeta; members: MemberSet } | undefined {
+    const cached = this.snapshots.get(sync);
+    if (cached) return cached;
+    const meta = this.getJson<SnapshotMeta>(`snap/${sync}/meta`);
+    if (!meta || meta.v !== 1) return undefined;
+    const b = new MemberSetBuilder();
+    for (let n = 0; n < meta.chunks; n++) {
+      const rec = this.records.get(`snap/${sync}/g${meta.generation % 2}/${n}`);
+      if (!rec || rec.length < 8 || rec.readUInt32BE(0) !== meta.generation || rec.readUInt32BE(4) !== n) {
+        this.d.logger.error({ sync, generation: meta.generation, chunk: n }, 'cohort store: a snapshot chunk is missing; the sync starts from an empty snapshot (the next run re-sends the whole cohort)');
+        return undefined;
+      }
+      decodeMembersInto(inflateRawSync(rec.subarray(8)), b);
+    }
+    let members = b.build();
+    // push deltas applied after this generation was written, in order
+    const deltas: PushDelta[] = [];
+    for (const [k, v] of this.records) {
+      if (!k.startsWith(`snap/${sync}/d/`)) continue;
+      const d = json<PushDelta>(v);
+      if (d && d.generation === meta.generation && d.seq <= meta.deltaSeq) deltas.push(d);
+    }
+    deltas.sort((a, b2) => a.seq - b2.seq);
+    for (const d of deltas) members = applyChange(members, d.adds, d.removes);
+    const snap = { meta, members };
+    this.snapshots.set(sync, snap);
+    return snap;
+  }
+
+  /** Writes a whole new generation, then the meta record that names it; old push deltas are dropped. */
+  async saveSnapshot(sync: string, members: MemberSet, meta: Omit<SnapshotMeta, 'v' | 'generation' | 'chunks' | 'members' | 'deltaSeq'>): Promise<SnapshotMeta> {
+    const prev = this.snapshot(sync)?.meta ?? this.getJson<SnapshotMeta>(`snap/${sync}/meta`);
+    const generation = (prev?.generation ?? 0) + 1;
+    const chunks = Math.ceil(members.size / CHUNK_MEMBERS);
+    const parity = generation % 2;
+    const messages: Array<{ key: string; value: Buffer | null }> = [];
+    for (let n = 0; n < chunks; n++) {
+      const body = deflateRawSync(encodeMembers(members, n * CHUNK_MEMBERS, Math.min(members.size, (n + 1) * CHUNK_MEMBERS)), { level: 1 });
+      const head = Buffer.alloc(8);
+      head.writeUInt32BE(generation, 0);
+      head.writeUInt32BE(n, 4);
+      messages.push({ key: `snap/${sync}/g${parity}/${n}`, value: Buffer.concat([head, body]) });
+    }
+    // chunks of this parity beyond the new count belong to an older generation: drop them
+    for (const k of this.records.keys()) {
+      const m = new RegExp(`^snap/${escapeRe(sync)}/g${parity}/(\\d+)$`).exec(k);
+      if (m && Number(m[1]) >= chunks) messages.push({ key: k, value: null });
+    }
+    await this.put(messages);
+    const full: SnapshotMeta = { v: 1, generation, chunks, members: members.size, deltaSeq: 0, ...meta, messageIds: meta.messageIds.slice(-MESSAGE_ID_MEMORY) };
+    await this.put([{ key: `snap/${sync}/meta`, value: Buffer.from(JSON.stringify(full)) }]);
+    // deltas of the previous generation are folded into this one
+    const stale = [...this.records.keys()].filter((k) => k.startsWith(`snap/${sync}/d/`)).map((key) => ({ key, value: null }));
+    await this.put(stale).catch((err: unknown) => this.d.logger.warn({ sync, err: describeError(err) }, 'cohort store: old push deltas not dropped (harmless: they name an older generation)'));
+    this.snapshots.set(sync, { meta: full, members });
+    return full;
+  }
+
+  /**
+   * Records a push delta Braze accepted on top of the current generation (a small record instead
+   * of a whole snapshot per webhook batch); every `foldEvery` deltas the caller writes a full
+   * snapshot instead.
+   */
+  async saveDelta(sync: string, messageId: string, adds: string[], removes: string[], members: MemberSet): Promise<SnapshotMeta> {
+    const snap = this.snapshot(sync);
+    if (!snap) throw new Error(`cohort store: no snapshot for ${sync} to apply a delta to`);
+    const seq = snap.meta.deltaSeq + 1;
+    const delta: PushDelta = { generation: snap.meta.generation, seq, messageId, adds, removes };
+    await this.put([{ key: `snap/${sync}/d/${seq}`, value: Buffer.from(JSON.stringify(delta)) }]);
+    const meta: SnapshotMeta = { ...snap.meta, deltaSeq: seq, members: members.size, messageIds: [...snap.meta.messageIds, messageId].slice(-MESSAGE_ID_MEMORY) };
+    await this.put([{ key: `snap/${sync}/meta`, value: Buffer.from(JSON.stringify(meta)) }]);
+    this.snapshots.set(sync, { meta, members });
+    return meta;
+  }
+
+  // ---- pending export, budget ------------------------------------------------------------------
+
+  pendingRequest(sync: string): PendingRequest | undefined {
+    return this.getJson<PendingRequest>(`req/${sync}`);
+  }
+
+  async setPendingRequest(sync: string, r: PendingRequest | undefined): Promise<void> {
+    await this.put([{ key: `req/${sync}`, value: r ? Buffer.from(JSON.stringify(r)) : null }]);
+  }
+
+  budgetUsed(month: string): number {
+    return this.getJson<{ used: number }>(`budget/${month}`)?.used ?? 0;
+  }
+
+  async setBudgetUsed(month: string, used: number): Promise<void> {
+    await this.put([{ key: `budget/${month}`, value: Buffer.from(JSON.stringify({ used })) }]);
+  }
+
+  // ---- webhook inbox ---------------------------------------------------------------------------
+
+  /** Stores a webhook batch (acks from all in-sync replicas) before it is answered. */
+  async storePush(p: StoredPush): Promise<void> {
+    await this.put([{ key: inboxKey(p.cohortId, p.messageId), value: Buffer.from(JSON.stringify(p)) }]);
+  }
+
+  async dropPush(cohortId: string, messageId: string): Promise<void> {
+    await this.put([{ key: inboxKey(cohortId, messageId), value: null }]);
+  }
+
+  hasPush(cohortId: string, messageId: string): boolean {
+    return this.records.has(inboxKey(cohortId, messageId));
+  }
+
+  /** stored batches not yet applied, oldest first */
+  storedPushes(): StoredPush[] {
+    const out: StoredPush[] = [];
+    for (const [k, v] of this.records) {
+      if (!k.startsWith('inbox/')) continue;
+      const p = json<StoredPush>(v);
+      if (p) out.push(p);
+    }
+    return out.sort((a, b) => a.receivedAtMs - b.receivedAtMs);
+  }
+
+  // ---- generic small records (traits) ------------------------------------------------------------
+
+  getRecord(key: string): Buffer | undefined {
+    return this.records.get(key);
+  }
+}
+
+function inboxKey(cohortId: string, messageId: string): string {
+  return `inbox/${cohortId}/${messageId}`;
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
