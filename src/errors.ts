@@ -1,6 +1,7 @@
 /**
- * Every failure is classified once, where it is first seen, and the class alone decides what
- * happens next: retry, back off the whole destination, stop the leg, or dead-letter the event.
+ * The class of a failure as connector health records it. The delivery core decides what to do
+ * from a DeliveryOutcome (src/delivery/outcome.ts); this is the health record's vocabulary, and
+ * Amplitude's response parser's, which the core turns into an outcome.
  */
 export type FailureClass =
   /** transient (5xx, timeout, network): back off with jitter and try again */
@@ -26,18 +27,6 @@ export interface Failure {
 
 export function failure(cls: FailureClass, reason: string, message: string, extra: Partial<Pick<Failure, 'status' | 'retryAfterMs'>> = {}): Failure {
   return { class: cls, reason, message, ...extra };
-}
-
-/** An Error that carries its classification, for the places where throwing is the natural flow. */
-export class ClassifiedError extends Error {
-  constructor(readonly failure: Failure) {
-    super(failure.message);
-    this.name = `ClassifiedError(${failure.class}:${failure.reason})`;
-  }
-}
-
-export function isRetryableClass(cls: FailureClass): boolean {
-  return cls === 'retryable' || cls === 'rate_limited';
 }
 
 export function describeError(err: unknown): string {

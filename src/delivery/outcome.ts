@@ -48,10 +48,6 @@ export const DEAD_LETTER_REASONS = [
 
 export type DeadLetterReason = (typeof DEAD_LETTER_REASONS)[number];
 
-export function isDeadLetterReason(s: string): s is DeadLetterReason {
-  return (DEAD_LETTER_REASONS as readonly string[]).includes(s);
-}
-
 /** One item the destination refused for good. */
 export interface ItemReject {
   index: number;
