@@ -40,24 +40,9 @@ export async function buildServer(d: ServerDeps): Promise<FastifyInstance> {
     return { ready, checks };
   });
 
-  app.get('/connectors', async () => {
-    const now = d.health.clock.now();
-    return {
-      now: new Date(now).toISOString(),
-      connectors: d.health.snapshots().map((s) => ({
-        ...s,
-        lastSuccess: iso(s.lastSuccessMs),
-        lastAttempt: iso(s.lastAttemptMs),
-        failingSince: iso(s.failingSinceMs),
-        expiredAt: iso(s.expiredAtMs),
-      })),
-    };
-  });
+  // each connector merged over every gateway instance (HealthRegistry.report, src/health/connector-health.ts)
+  app.get('/connectors', async () => d.health.report());
 
   for (const p of d.plugins ?? []) await p(app);
   return app;
-}
-
-function iso(ms: number | undefined): string | null {
-  return ms === undefined ? null : new Date(ms).toISOString();
 }

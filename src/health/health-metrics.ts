@@ -1,6 +1,6 @@
 import { Counter, Gauge } from 'prom-client';
 import type { Metrics } from '../observability/metrics.js';
-import type { ConnectorSnapshot, ConnectorState, HealthRegistry } from './connector-health.js';
+import { CONNECTOR_STATES, type ConnectorSnapshot, type HealthRegistry } from './connector-health.js';
 
 export interface HealthMetrics {
   /** events moved to the dead-letter topic by the drop window, per connector */
@@ -9,12 +9,14 @@ export interface HealthMetrics {
   initConnector(name: string): void;
 }
 
-const STATES: readonly ConnectorState[] = ['healthy', 'idle', 'degraded', 'failing', 'expired'];
+const STATES = CONNECTOR_STATES;
 
 /**
  * Connector health as Prometheus series (the names are a contract with grafana/dashboards and
  * grafana/alerts.yml). The gauges are filled from `registry.snapshots()` at scrape time, so they
- * can never lag behind the connectors they describe.
+ * can never lag behind the connectors they describe. They describe this instance only (each
+ * instance is scraped on its own; sum or max over `instance` in PromQL), where /connectors merges
+ * every instance.
  *
  * `gateway_connector_seconds_since_last_success` is never absent or NaN, because the alert rules
  * compare it with a threshold and a missing series would silently never fire. For a connector that
@@ -84,6 +86,31 @@ export function registerHealthMetrics(metrics: Metrics, registry: HealthRegistry
     collect(this: Gauge<'connector'>) {
       this.reset();
       for (const s of snapshots()) this.set({ connector: s.name }, (s.oldestPendingAgeMs ?? 0) / 1000);
+    },
+  });
+
+  new Gauge({
+    name: 'gateway_connector_rejection_ratio',
+    help: 'share of the events this instance finished for the connector over the recent window (HEALTH_REJECTION_WINDOW_MS) that the destination rejected (dead-lettered); 0 when none finished',
+    labelNames: ['connector'] as const,
+    registers,
+    collect(this: Gauge<'connector'>) {
+      this.reset();
+      for (const s of snapshots()) this.set({ connector: s.name }, s.recent.rejectionRatio);
+    },
+  });
+
+  new Gauge({
+    name: 'gateway_connector_recent_events',
+    help: 'events this instance finished for the connector over the recent window (HEALTH_REJECTION_WINDOW_MS), by outcome: delivered, or rejected by the destination',
+    labelNames: ['connector', 'outcome'] as const,
+    registers,
+    collect(this: Gauge<'connector' | 'outcome'>) {
+      this.reset();
+      for (const s of snapshots()) {
+        this.set({ connector: s.name, outcome: 'delivered' }, s.recent.delivered);
+        this.set({ connector: s.name, outcome: 'rejected' }, s.recent.rejected);
+      }
     },
   });
 

@@ -1,10 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import type { FailureClass } from '../../src/errors.js';
+import { DEAD_LETTER_REASONS, type DeadLetterReason } from '../../src/delivery/outcome.js';
 import {
   ConnectorHealth,
+  DEAD_LETTER_CLASS,
   HealthRegistry,
+  LEGACY_INSTANCE,
   type ConnectorRecord,
+  type HealthOptions,
+  type InstanceRecord,
   type ConnectorSnapshot,
   type ConnectorState,
   type PendingProbe,
@@ -159,6 +164,8 @@ describe('ConnectorHealth.restore', () => {
     lastError: 'Invalid API key',
     failingSinceMs: T0 - 9 * H,
     delivered: 1_000,
+    deadLettered: 0,
+    rejected: 0,
   };
 
   it('a restart keeps lastSuccess, failingSince and the error, so the drop window clock keeps running', () => {
@@ -212,7 +219,7 @@ describe('ConnectorHealth.restore', () => {
 
   it('a saved record of a connector that never failed merges cleanly', () => {
     const c = connector();
-    c.health.restore({ name: 'amplitude', kind: 'amplitude', lastSuccessMs: T0 - H, delivered: 3 });
+    c.health.restore({ name: 'amplitude', kind: 'amplitude', lastSuccessMs: T0 - H, delivered: 3, deadLettered: 0, rejected: 0 });
     expect(c.health.snapshot()).toMatchObject({ state: 'idle', lastSuccessMs: T0 - H, delivered: 3, secondsSinceLastSuccess: 3_600 });
   });
 });
@@ -230,7 +237,7 @@ describe('HealthRegistry', () => {
 
 /** a snapshot as ConnectorHealth makes it, at `now` */
 function snap(over: Partial<ConnectorSnapshot> & { pending: number }): ConnectorSnapshot {
-  return { name: 'amplitude', kind: 'amplitude', delivered: 0, state: over.pending > 0 ? 'healthy' : 'idle', ...over };
+  return { name: 'amplitude', kind: 'amplitude', delivered: 0, deadLettered: 0, rejected: 0, recent: { windowMs: 300_000, delivered: 0, rejected: 0, rejectionRatio: 0 }, state: over.pending > 0 ? 'healthy' : 'idle', ...over };
 }
 
 describe('dropWindowDecision', () => {
@@ -338,9 +345,255 @@ describe('restore is idempotent', () => {
     const { ManualClock } = await import('../../src/clock.js');
     const h = new ConnectorHealth('amplitude', 'amplitude', new ManualClock(1_000));
     h.recordSuccess(5);
-    const saved = { name: 'amplitude', kind: 'amplitude' as const, delivered: 100, lastSuccessMs: 500 };
+    h.recordDeadLettered(2, 'rejected_by_destination');
+    const saved = { name: 'amplitude', kind: 'amplitude' as const, delivered: 100, deadLettered: 10, rejected: 4, lastSuccessMs: 500 };
     h.restore(saved);
     h.restore(saved);
-    expect(h.record().delivered).toBe(105);
+    expect(h.record()).toMatchObject({ delivered: 105, deadLettered: 12, rejected: 6 });
+  });
+});
+
+const OPTIONS: HealthOptions = {
+  instanceId: 'gw-a',
+  instanceStaleMs: 120_000,
+  rejectionWindowMs: 300_000,
+  rejectionPercent: 50,
+  rejectionMinEvents: 20,
+  dropWindowMs: WINDOW,
+};
+
+function judged(probe: PendingProbe = { count: 0 }): { clock: ManualClock; health: ConnectorHealth } {
+  const clock = new ManualClock(T0);
+  const health = new ConnectorHealth('braze', 'braze', clock, OPTIONS);
+  health.setPendingProbe(() => probe);
+  return { clock, health };
+}
+
+describe('ConnectorHealth counts dead-lettering', () => {
+  it('every reason of the closed set is classified', () => {
+    expect(Object.keys(DEAD_LETTER_CLASS).sort()).toEqual([...DEAD_LETTER_REASONS].sort());
+  });
+
+  it('a destination rejecting every event turns the connector degraded, saying why, and counts it', () => {
+    const { health } = judged();
+    health.recordDeadLettered(25, 'rejected_by_destination');
+    const s = health.snapshot();
+    expect(s).toMatchObject({ state: 'degraded', deadLettered: 25, rejected: 25, recent: { windowMs: 300_000, delivered: 0, rejected: 25, rejectionRatio: 1 } });
+    expect(s.stateReason).toMatch(/rejected 25 of the 25 events finished in the last 300 s \(100%/);
+  });
+
+  it('a 2xx that carried nothing (recordSuccess(0)) does not hide the rejections', () => {
+    const { health } = judged();
+    health.recordDeadLettered(30, 'invalid_fields');
+    health.recordSuccess(0);
+    expect(health.snapshot().state).toBe('degraded');
+  });
+
+  const cases: Array<{ name: string; delivered: number; rejected: Array<[number, DeadLetterReason]>; pending: number; state: ConnectorState }> = [
+    { name: 'a few rejections among many deliveries: healthy', delivered: 100, rejected: [[19, 'rejected_by_destination']], pending: 3, state: 'healthy' },
+    { name: 'exactly the threshold (10 of 20): degraded', delivered: 10, rejected: [[10, 'invalid_id']], pending: 0, state: 'degraded' },
+    { name: 'just under the threshold (9 of 20): idle', delivered: 11, rejected: [[9, 'too_large_single']], pending: 0, state: 'idle' },
+    { name: 'too few events to judge (19 of 19 rejected): idle', delivered: 0, rejected: [[19, 'rejected_unattributed']], pending: 0, state: 'idle' },
+    { name: 'rejections of several destination reasons add up', delivered: 5, rejected: [[10, 'missing_fields'], [10, 'silenced_device']], pending: 0, state: 'degraded' },
+    { name: 'bad input the gateway refused before sending does not count against the destination', delivered: 1, rejected: [[500, 'no_identifier'], [500, 'not_json']], pending: 2, state: 'healthy' },
+    { name: 'limits and the drop window do not count either', delivered: 0, rejected: [[100, 'daily_quota'], [100, 'drop_window_expired']], pending: 0, state: 'idle' },
+  ];
+  it.each(cases)('$name', ({ delivered, rejected, pending, state }) => {
+    const { health } = judged({ count: pending, ...(pending > 0 ? { oldestMs: T0 } : {}) });
+    if (delivered > 0) health.recordSuccess(delivered);
+    for (const [n, reason] of rejected) health.recordDeadLettered(n, reason);
+    expect(health.snapshot().state).toBe(state);
+    expect(health.record().deadLettered).toBe(rejected.reduce((t, [n]) => t + n, 0));
+  });
+
+  it('the rejections age out of the window: degraded, then idle once the window has passed', () => {
+    const { clock, health } = judged();
+    health.recordDeadLettered(40, 'rejected_by_destination');
+    expect(health.snapshot().state).toBe('degraded');
+    clock.advance(200_000);
+    expect(health.snapshot().state).toBe('degraded');
+    clock.advance(100_001);
+    const s = health.snapshot();
+    expect(s.state).toBe('idle');
+    expect(s.recent).toEqual({ windowMs: 300_000, delivered: 0, rejected: 0, rejectionRatio: 0 });
+    expect(s.rejected).toBe(40); // the lifetime count stays
+  });
+
+  it('deliveries that follow bring the ratio under the threshold: healthy again', () => {
+    const { clock, health } = judged({ count: 1, oldestMs: T0 });
+    health.recordDeadLettered(30, 'rejected_by_destination');
+    expect(health.snapshot().state).toBe('degraded');
+    clock.advance(10_000);
+    health.recordSuccess(31);
+    expect(health.snapshot()).toMatchObject({ state: 'healthy', recent: { delivered: 31, rejected: 30 } });
+  });
+
+  it('refused credentials and the drop window still win over rejections', () => {
+    const { health } = judged();
+    health.recordDeadLettered(30, 'rejected_by_destination');
+    health.recordFailure('auth', 'Invalid API key');
+    expect(health.snapshot().state).toBe('failing');
+    health.markExpired();
+    expect(health.snapshot().state).toBe('expired');
+  });
+
+  it('ignores counts of zero or less', () => {
+    const { health } = judged();
+    health.recordDeadLettered(0, 'rejected_by_destination');
+    health.recordDeadLettered(-3, 'rejected_by_destination');
+    expect(health.record()).toMatchObject({ deadLettered: 0, rejected: 0 });
+  });
+});
+
+describe('HealthRegistry merged view over instances', () => {
+  function peer(over: Partial<InstanceRecord> & { instance: string; savedAt: number }): InstanceRecord {
+    return { name: 'amplitude', kind: 'amplitude', delivered: 0, deadLettered: 0, rejected: 0, state: 'idle', pending: 0, ...over };
+  }
+
+  function registry() {
+    const clock = new ManualClock(T0);
+    const reg = new HealthRegistry(clock, OPTIONS);
+    const own = reg.connector('amplitude', 'amplitude');
+    let probe: PendingProbe = { count: 0 };
+    own.setPendingProbe(() => probe);
+    return { clock, reg, own, setPending: (p: PendingProbe) => (probe = p) };
+  }
+
+  it('merges: last success the latest, failing if a live instance is, pending summed, oldest pending the oldest, counts summed', () => {
+    const { reg, own, setPending, clock } = registry();
+    own.recordSuccess(100);
+    clock.advance(60_000);
+    setPending({ count: 5, oldestMs: T0 + 50_000 });
+    reg.observe(
+      peer({
+        instance: 'gw-b',
+        savedAt: T0 + 55_000,
+        state: 'failing',
+        lastErrorClass: 'auth',
+        lastError: 'Invalid API key',
+        failingSinceMs: T0 + 20_000,
+        lastSuccessMs: T0 - H,
+        lastAttemptMs: T0 + 54_000,
+        pending: 7,
+        oldestPendingMs: T0 + 10_000,
+        delivered: 40,
+        deadLettered: 3,
+        rejected: 1,
+      }),
+    );
+    const [m] = reg.merged();
+    expect(m).toMatchObject({
+      name: 'amplitude',
+      state: 'failing',
+      lastErrorClass: 'auth',
+      lastError: 'Invalid API key',
+      failingSinceMs: T0 + 20_000,
+      lastSuccessMs: T0,
+      lastAttemptMs: T0 + 54_000,
+      secondsSinceLastSuccess: 60,
+      pending: 12,
+      oldestPendingAgeMs: 50_000,
+      delivered: 140,
+      deadLettered: 3,
+      rejected: 1,
+    });
+    expect(m!.stateReason).toMatch(/failing on gw-b: Invalid API key/);
+    expect(m!.instances.map((i) => [i.instance, i.self, i.stale, i.state, i.pending])).toEqual([
+      ['gw-a', true, false, 'healthy', 5],
+      ['gw-b', false, false, 'failing', 7],
+    ]);
+    // this instance's own snapshot (metrics, drop window) is untouched by the other's failure
+    expect(reg.snapshots()[0]!.state).toBe('healthy');
+  });
+
+  it('an instance that stopped writing goes stale: it no longer keeps the view failing, nor its pending; its last success still counts', () => {
+    const { reg, clock } = registry();
+    reg.observe(peer({ instance: 'gw-b', savedAt: T0, state: 'failing', lastErrorClass: 'auth', failingSinceMs: T0 - H, pending: 9, oldestPendingMs: T0 - H, lastSuccessMs: T0 - 2 * H, delivered: 10 }));
+    expect(reg.merged()[0]).toMatchObject({ state: 'failing', pending: 9 });
+    clock.advance(120_000);
+    expect(reg.merged()[0]!.state).toBe('failing'); // exactly at the limit: still live
+    clock.advance(1);
+    const m = reg.merged()[0]!;
+    expect(m).toMatchObject({ state: 'idle', pending: 0, lastSuccessMs: T0 - 2 * H, delivered: 10 });
+    expect(m.failingSinceMs).toBeUndefined();
+    expect(m.lastErrorClass).toBeUndefined();
+    expect(m.instances.find((i) => i.instance === 'gw-b')).toMatchObject({ stale: true, state: 'failing' });
+  });
+
+  it('keeps the newest record per instance, ignores its own instance, forgets on a tombstone', () => {
+    const { reg } = registry();
+    reg.observe(peer({ instance: 'gw-b', savedAt: T0, pending: 2 }));
+    reg.observe(peer({ instance: 'gw-b', savedAt: T0 - 1, pending: 99 }));
+    reg.observe(peer({ instance: 'gw-a', savedAt: T0, pending: 1_000 }));
+    expect(reg.merged()[0]!.pending).toBe(2);
+    expect(reg.peers()).toHaveLength(1);
+    reg.forget('amplitude', 'gw-b');
+    expect(reg.peers()).toHaveLength(0);
+    expect(reg.merged()[0]!.instances).toHaveLength(1);
+  });
+
+  it('shows a connector only other instances report, and a record keyed by connector only as an unknown instance', () => {
+    const { reg } = registry();
+    reg.observe(peer({ name: 'braze', kind: 'braze', instance: 'gw-c', savedAt: T0, state: 'healthy', pending: 4 }));
+    reg.observe({ name: 'braze', kind: 'braze', instance: LEGACY_INSTANCE, savedAt: T0 - 1_000, delivered: 7, deadLettered: 0, rejected: 0, lastSuccessMs: T0 - 1_000 });
+    const braze = reg.merged().find((m) => m.name === 'braze')!;
+    expect(braze).toMatchObject({ kind: 'braze', state: 'healthy', pending: 4, delivered: 7, lastSuccessMs: T0 - 1_000 });
+    expect(braze.instances.map((i) => [i.instance, i.state])).toEqual([
+      [LEGACY_INSTANCE, 'unknown'],
+      ['gw-c', 'healthy'],
+    ]);
+  });
+
+  it('weighs the live instances\' recent rejections together', () => {
+    const { reg, own } = registry();
+    own.recordDeadLettered(12, 'rejected_by_destination');
+    expect(reg.snapshots()[0]!.state).toBe('idle'); // too few here alone
+    reg.observe(peer({ instance: 'gw-b', savedAt: T0, recentDelivered: 2, recentRejected: 10 }));
+    const m = reg.merged()[0]!;
+    expect(m).toMatchObject({ state: 'degraded', recent: { delivered: 2, rejected: 22 } });
+    expect(m.stateReason).toMatch(/rejected 22 of the 24 events/);
+  });
+
+  it('report(): ISO times next to the epoch ones, the answering instance, and the instances', () => {
+    const { reg, own } = registry();
+    own.recordSuccess(1);
+    reg.observe(peer({ instance: 'gw-b', savedAt: T0 - 5_000, lastSuccessMs: T0 - 10_000 }));
+    const r = reg.report();
+    expect(r.now).toBe(new Date(T0).toISOString());
+    expect(r.instance).toBe('gw-a');
+    const c = r.connectors[0]!;
+    expect(c.lastSuccess).toBe(new Date(T0).toISOString());
+    expect(c.failingSince).toBeNull();
+    expect(c.instances[1]).toMatchObject({ instance: 'gw-b', savedAt: new Date(T0 - 5_000).toISOString(), lastSuccess: new Date(T0 - 10_000).toISOString() });
+    expect(JSON.parse(JSON.stringify(r))).toMatchObject({ connectors: [{ name: 'amplitude' }] });
+  });
+
+  it('the own record for the state topic carries the derived state, pending and recent outcomes', () => {
+    const { own, setPending } = registry();
+    setPending({ count: 3, oldestMs: T0 - 1_000 });
+    own.recordSuccess(4);
+    own.recordDeadLettered(2, 'invalid_fields');
+    expect(own.instanceRecord('gw-a', T0)).toEqual({
+      name: 'amplitude',
+      kind: 'amplitude',
+      instance: 'gw-a',
+      savedAt: T0,
+      state: 'healthy',
+      pending: 3,
+      oldestPendingMs: T0 - 1_000,
+      lastSuccessMs: T0,
+      lastAttemptMs: T0,
+      delivered: 4,
+      deadLettered: 2,
+      rejected: 2,
+      recentDelivered: 4,
+      recentRejected: 2,
+    });
+  });
+
+  it('uses the configuration module\'s defaults when built without settings', () => {
+    const reg = new HealthRegistry(new ManualClock(T0));
+    expect(reg.options).toMatchObject({ instanceStaleMs: 120_000, rejectionWindowMs: 300_000, rejectionPercent: 50, rejectionMinEvents: 20, dropWindowMs: WINDOW });
+    expect(reg.instanceId.length).toBeGreaterThan(0);
   });
 });

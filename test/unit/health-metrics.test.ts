@@ -137,4 +137,24 @@ describe('registerHealthMetrics', () => {
     await metrics.registry.metrics();
     expect(probes).toBe(2);
   });
+
+  it('exposes the recent rejection ratio and recent outcomes, and the state they make', async () => {
+    const { registry, metrics, clock } = setup();
+    const braze = registry.connector('braze', 'braze');
+    registerHealthMetrics(metrics, registry);
+    let text = await metrics.registry.metrics();
+    expect(sample(text, 'gateway_connector_rejection_ratio{connector="braze"}')).toBe(0);
+    braze.recordSuccess(20);
+    braze.recordDeadLettered(60, 'rejected_by_destination');
+    braze.recordDeadLettered(5, 'no_identifier'); // bad input: not the destination's doing
+    text = await metrics.registry.metrics();
+    expect(sample(text, 'gateway_connector_rejection_ratio{connector="braze"}')).toBe(0.75);
+    expect(sample(text, 'gateway_connector_recent_events{connector="braze",outcome="delivered"}')).toBe(20);
+    expect(sample(text, 'gateway_connector_recent_events{connector="braze",outcome="rejected"}')).toBe(60);
+    expect(sample(text, 'gateway_connector_state{connector="braze",state="degraded"}')).toBe(1);
+    clock.advance(10 * 60_000);
+    text = await metrics.registry.metrics();
+    expect(sample(text, 'gateway_connector_rejection_ratio{connector="braze"}')).toBe(0);
+    expect(sample(text, 'gateway_connector_state{connector="braze",state="idle"}')).toBe(1);
+  });
 });
