@@ -272,7 +272,7 @@ function readBraze(r: SettingsReader): BrazeSettings | undefined {
   const apiKey = r.string('BRAZE_API_KEY', { path: 'braze.apiKey', secret: true, doc: 'REST API key with the users.track permission' });
   const settings: Omit<BrazeSettings, 'restEndpoint' | 'apiKey'> = {
     maxPerArray: r.int('BRAZE_MAX_PER_ARRAY', { path: 'braze.maxPerArray', default: 75, min: 1, max: 75, doc: 'events, attributes and purchases per request, each' }),
-    maxTotal: r.int('BRAZE_MAX_OBJECTS_PER_REQUEST', { path: 'braze.maxObjectsPerRequest', default: 0, min: 0, max: 225, doc: 'cap across the three arrays (0: per-array cap only); set 75 or 50 where the contract counts objects in total' }),
+    maxTotal: r.int('BRAZE_MAX_OBJECTS_PER_REQUEST', { path: 'braze.maxObjectsPerRequest', default: 75, min: 0, max: 225, doc: 'cap across the three arrays: 75 in Braze\'s current docs, 50 for MAU CY 24-25 contracts; 0 leaves only the per-array cap (legacy contracts: 75 per array)' }),
     maxRequestBytes: r.int('BRAZE_MAX_REQUEST_BYTES', { path: 'braze.maxRequestBytes', default: 3_900_000, min: 10_000, max: 4_000_000, doc: 'request body size cap (Braze rejects over 4 MB)' }),
     lingerMs: r.int('BRAZE_LINGER_MS', { path: 'braze.lingerMs', default: 50, min: 0, max: 10_000, doc: 'how long a partly filled request waits for more events' }),
     rateLimitRequests: r.int('BRAZE_RATE_LIMIT_REQUESTS', { path: 'braze.rateLimit.requests', default: 3_000, min: 1, doc: 'requests allowed per window, destination-wide' }),
@@ -296,7 +296,7 @@ function readOutbound(r: SettingsReader): OutboundMappingConfig {
   const d = defaultOutboundMapping;
   const identifiers = readIdentifiers(r);
   const appId = r.string('BRAZE_APP_ID', { path: 'braze.appId', doc: 'Braze app identifier attached to events and purchases' });
-  const updateExistingOnly = r.bool('BRAZE_UPDATE_EXISTING_ONLY', { path: 'braze.updateExistingOnly', doc: 'sent as _update_existing_only on every object; unset leaves Braze\'s default' });
+  const updateExistingOnly = r.bool('BRAZE_UPDATE_EXISTING_ONLY', { path: 'braze.updateExistingOnly', doc: '`true`: every object is update-only and no Braze profile is created; `false`: sent as false on every object; unset: Braze\'s default, except that a user identified by alias gets an attributes object with `_update_existing_only: false` before its events, so its alias-only profile is created (Braze silently drops objects for an unknown alias otherwise)' });
   return {
     identifiers,
     ...(appId ? { appId } : {}),
@@ -309,10 +309,13 @@ function readOutbound(r: SettingsReader): OutboundMappingConfig {
       enabled: r.bool('OUTBOUND_LOOP_PREVENTION', { path: 'outbound.loopPrevention.enabled', default: d.loopPrevention.enabled, doc: 'do not send Braze-originated events back to Braze' }),
       libraries: r.list('OUTBOUND_LOOP_LIBRARIES', { path: 'outbound.loopPrevention.libraries', default: d.loopPrevention.libraries, doc: '`library` values that mark an event as Braze-originated' }),
       eventTypePrefixes: r.list('OUTBOUND_LOOP_EVENT_PREFIXES', { path: 'outbound.loopPrevention.eventTypePrefixes', default: d.loopPrevention.eventTypePrefixes, doc: 'event-type prefixes that mark an event as Braze-originated' }),
+    userProperties: r.list('OUTBOUND_USER_PROPERTIES', { path: 'outbound.userProperties', default: d.userProperties, doc: 'user properties synced as Braze attributes (`*` and `?` wildcards, case-sensitive); `*` syncs all' }),
+    attributeStateMaxUsers: r.int('OUTBOUND_ATTRIBUTE_STATE_USERS', { path: 'outbound.attributeStateUsers', default: d.attributeStateMaxUsers, min: 0, doc: 'users whose last-sent attributes are remembered (LRU; about 250 bytes plus 48 per attribute each: 100,000 users with 10 attributes take about 73 MB), so an attribute is written only when it changed and never from an event older than the one it was last sent from; 0: every event writes its whole user-property snapshot' }),
+    negativeRevenueAs: r.oneOf('OUTBOUND_NEGATIVE_REVENUE_AS', { path: 'outbound.negativeRevenueAs', values: ['event', 'drop'] as const, default: d.negativeRevenueAs, doc: 'a refund (negative revenue) is never a Braze purchase: `event` keeps the revenue fields as properties of the custom event, `drop` leaves them out' }),
     },
     sendUserProperties: r.bool('OUTBOUND_SEND_USER_PROPERTIES', { path: 'outbound.sendUserProperties', default: d.sendUserProperties, doc: 'send user properties as Braze custom attributes' }),
     revenueAs: r.oneOf('OUTBOUND_REVENUE_AS', { path: 'outbound.revenueAs', values: ['purchase', 'event'] as const, default: d.revenueAs, doc: 'revenue events become Braze purchases, or stay plain custom events' }),
-    defaultCurrency: r.string('OUTBOUND_DEFAULT_CURRENCY', { path: 'outbound.defaultCurrency', default: d.defaultCurrency, doc: 'currency of revenue events that name none' }),
+    defaultCurrency: r.string('OUTBOUND_DEFAULT_CURRENCY', { path: 'outbound.defaultCurrency', default: d.defaultCurrency, doc: 'currency of revenue events that name none, or name one that is not an ISO 4217 code (counted)' }),
   };
 }
 
