@@ -23,6 +23,11 @@ export interface AmplitudeInEvent {
   productId?: string;
   revenueType?: string;
   currency?: string;
+  /**
+   * Several products in one revenue event: top-level `products`, or `$products` / `products` in
+   * `event_properties`; each entry `{productId, price, quantity, revenueType, revenue}`.
+   */
+  products?: JsonValue[];
   library?: string;
 }
 
@@ -43,11 +48,13 @@ export const REVENUE_PROPERTY_KEYS: ReadonlySet<string> = new Set([
   '$productId',
   '$revenueType',
   '$currency',
+  '$products',
 ]);
 
-// Clock fields in the order the brief ranks them: the device-side event time first, then
-// Amplitude's charting time, then the server clocks as a last resort.
-const TIME_FIELDS = ['time', 'client_event_time', 'event_time', 'server_received_time', 'server_upload_time'] as const;
+// Clock fields in order: Amplitude's `event_time` (the device time corrected for the device's clock
+// skew), then the device's own `client_event_time`, then the ingest shape's `time`, then the server
+// clocks as a last resort.
+const TIME_FIELDS = ['event_time', 'client_event_time', 'time', 'server_received_time', 'server_upload_time'] as const;
 
 /** ECMAScript's Date range; `new Date(ms).toISOString()` throws outside it. */
 const MAX_TIME_MS = 8.64e15;
@@ -108,6 +115,7 @@ export function parseAmplitudeMessage(value: Buffer | null, kafkaTimestampMs?: n
     productId: readId(doc['productId']),
     revenueType: readId(doc['revenueType']),
     currency: readId(doc['currency']),
+    products: Array.isArray(doc['products']) ? doc['products'] : undefined,
     library: typeof doc['library'] === 'string' ? doc['library'] : undefined,
   };
   if (eventProperties !== undefined) {
@@ -118,19 +126,23 @@ export function parseAmplitudeMessage(value: Buffer | null, kafkaTimestampMs?: n
     event.productId ??= readId(eventProperties['$productId']);
     event.revenueType ??= readId(eventProperties['$revenueType']);
     event.currency ??= readId(eventProperties['$currency']);
+    if (event.products === undefined) {
+      const p = eventProperties['$products'] ?? eventProperties['products'];
+      if (Array.isArray(p)) event.products = p;
+    }
   }
   return { ok: true, event };
 }
 
 /** Ids may be numeric in the source; Braze wants strings, and "" means "no id". */
-function readId(v: JsonValue | undefined): string | undefined {
+export function readId(v: JsonValue | undefined): string | undefined {
   if (typeof v === 'string') return v.length > 0 ? v : undefined;
   if (typeof v === 'number' && Number.isFinite(v)) return String(v);
   return undefined;
 }
 
 // Export pipelines sometimes stringify numbers, so numeric strings are accepted too.
-function readNumber(v: JsonValue | undefined): number | undefined {
+export function readNumber(v: JsonValue | undefined): number | undefined {
   if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
   if (typeof v === 'string' && v.length > 0) {
     const n = Number(v);

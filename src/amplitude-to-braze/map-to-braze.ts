@@ -19,14 +19,19 @@ import type {
   JsonObject,
   JsonValue,
 } from './braze-types.js';
-import { type AmplitudeInEvent, REVENUE_PROPERTY_KEYS, isJsonObject, parseAmplitudeMessage } from './amplitude-event.js';
+import { type AmplitudeInEvent, REVENUE_PROPERTY_KEYS, isJsonObject, parseAmplitudeMessage, readId, readNumber } from './amplitude-event.js';
 import { compileBrazeOriginDetector, compileEventFilter } from './event-filter.js';
 import { resolveIdentifier } from './identifiers.js';
+import { AttributeState, type AttributeWrite } from './attribute-state.js';
 
 export type AdjustmentTarget = 'event_property' | 'attribute' | 'purchase_property' | 'purchase';
 
 export type Adjustment = {
-  kind: 'truncated' | 'dropped';
+  /**
+   * `truncated`: cut to a limit; `dropped`: left out; `replaced`: another value sent instead (a
+   * default currency, a refund sent as an event); `split`: sent as several objects (quantity over 100)
+   */
+  kind: 'truncated' | 'dropped' | 'replaced' | 'split';
   target: AdjustmentTarget;
   key: string;
   /** see AdjustmentRule for the values */
@@ -47,9 +52,11 @@ export type AdjustmentRule =
   | 'payload_over_50kb'
   | 'array_over_100'
   | 'nested_over_50kb'
+  | 'nested_key_invalid'
   | 'identifier_conflict'
   | 'conflicting_operation'
   | 'set_once_unsupported'
+  | 'prepend_unsupported'
   | 'clear_all_unsupported'
   | 'unsupported_operation'
   | 'malformed_operation'
@@ -58,7 +65,11 @@ export type AdjustmentRule =
   | 'revenue_field_name_taken'
   | 'quantity_not_integer'
   | 'quantity_below_1'
-  | 'quantity_over_100';
+  | 'quantity_over_100'
+  | 'currency_invalid'
+  | 'negative_revenue_not_purchase'
+  | 'product_invalid'
+  | 'product_without_price';
 
 export type MapResult =
   | {
@@ -71,9 +82,24 @@ export type MapResult =
        * adjustments.
        */
       event?: BrazeEvent;
+      /**
+       * The user's changed attributes. For a user identified by alias (unless
+       * BRAZE_UPDATE_EXISTING_ONLY=true) it carries `_update_existing_only: false`, and is there
+       * even with no attribute at all until Braze has accepted one such object for the user: it
+       * creates the alias-only profile. It must travel in the same request as `event` and
+       * `purchases` (Braze processes a request's attributes before its events and purchases).
+       */
       attributes?: BrazeAttributes;
+      /** several when a quantity over 100 is split, or one per entry of a `products` array */
       purchases: BrazePurchase[];
       adjustments: Adjustment[];
+      /**
+       * What `attributes` records in the attribute state: pass it to `AttributeState.confirm`
+       * once Braze accepted the attributes object, to `release` when Braze refused it.
+       */
+      attributeWrite?: AttributeWrite;
+      /** attribute writes left out because the attribute state knows Braze already has them */
+      attributeWritesSaved: number;
       insertId?: string;
       timeMs: number;
       /**
@@ -86,6 +112,15 @@ export type MapResult =
   | { kind: 'invalid'; reason: 'not_json' | 'not_object' | 'no_event_type' | 'no_identifier'; message: string };
 
 export type OutboundMapper = (value: Buffer | null, kafkaTimestampMs?: number) => MapResult;
+
+export interface OutboundMapperOptions {
+  /**
+   * The attribute state to filter attributes through and to remember `$setOnce` in. Absent: one
+   * is made from `cfg.attributeStateMaxUsers` (none when 0). `null`: none (every event writes its
+   * whole user-property snapshot, and `$setOnce` is dropped).
+   */
+  attributeState?: AttributeState | null;
+}
 
 /** Braze's limit on property and attribute keys and on string values (§4, §7). */
 export const MAX_KEY_LENGTH = 255;
@@ -134,12 +169,34 @@ const IDENTIFIER_OVERHEAD: Record<'external_id' | 'user_alias' | 'braze_id' | 'e
   email: 5,
 };
 
+/** ISO 4217 codes (the runtime's list, about 160 active ones); three capital letters where the runtime has none. */
+const CURRENCIES: ReadonlySet<string> | undefined = (() => {
+  try {
+    return new Set(Intl.supportedValuesOf('currency'));
+  } catch {
+    return undefined;
+  }
+})();
+
+export function isCurrencyCode(c: string): boolean {
+  return CURRENCIES !== undefined ? CURRENCIES.has(c) : /^[A-Z]{3}$/.test(c);
+}
+
 /** Size accumulator shared by the helpers of one mapper; the mapping is synchronous, so one suffices. */
 interface Scratch {
   size: number;
 }
 
-export function createOutboundMapper(cfg: OutboundMappingConfig): OutboundMapper {
+/** What the user-property writer needs beyond its arguments. */
+interface WriteContext {
+  identifierEmail: string | undefined;
+  /** undefined: every user property is synced */
+  allow: ((key: string) => boolean) | undefined;
+  /** collects the attributes that came from `$setOnce`; undefined: `$setOnce` is dropped */
+  setOnceKeys: Set<string> | undefined;
+}
+
+export function createOutboundMapper(cfg: OutboundMappingConfig, opts: OutboundMapperOptions = {}): OutboundMapper {
   const acceptEventType = compileEventFilter(cfg.filter);
   const isFromBraze = cfg.loopPrevention.enabled ? compileBrazeOriginDetector(cfg.loopPrevention) : undefined;
   // Snapshots: the mapper must not change behaviour if the settings object is edited later.
@@ -149,8 +206,16 @@ export function createOutboundMapper(cfg: OutboundMappingConfig): OutboundMapper
   const updateExistingOnly = cfg.updateExistingOnly;
   const sendUserProperties = cfg.sendUserProperties;
   const revenueAsPurchase = cfg.revenueAs === 'purchase';
-  const defaultCurrency = cfg.defaultCurrency;
+  const negativeAsEvent = (cfg.negativeRevenueAs ?? 'event') === 'event';
+  const defaultCurrency = cfg.defaultCurrency.toUpperCase();
+  const allowList = cfg.userProperties ?? ['*'];
+  const allow = allowList.length === 0 || allowList.includes('*') ? undefined : compileEventFilter({ allow: allowList, deny: [] });
+  const state =
+    opts.attributeState === null
+      ? undefined
+      : (opts.attributeState ?? ((cfg.attributeStateMaxUsers ?? 0) > 0 ? new AttributeState({ maxUsers: cfg.attributeStateMaxUsers }) : undefined));
   const scratch: Scratch = { size: 0 };
+  const ctx: WriteContext = { identifierEmail: undefined, allow, setOnceKeys: undefined };
 
   return (value, kafkaTimestampMs) => {
     const parsed = parseAmplitudeMessage(value, kafkaTimestampMs);
@@ -172,35 +237,66 @@ export function createOutboundMapper(cfg: OutboundMappingConfig): OutboundMapper
       };
     }
     const identifier = resolved.identifier;
+    const userKey = resolved.key;
     const identifierSize = resolved.key.length + (identifierOverhead[resolved.rule] ?? 40);
     const flagSize = updateExistingOnly === undefined ? 0 : 30;
     const adjustments: Adjustment[] = [];
     let size = 0;
+    const isIdentify = eventType === IDENTIFY_EVENT;
+    // An alias-only profile exists only once an object with `_update_existing_only: false` created it.
+    const createProfile =
+      identifier.user_alias !== undefined && updateExistingOnly !== true && (state === undefined || state.needsCreation(userKey));
 
     let attributes: BrazeAttributes | undefined;
+    let attributeWrite: AttributeWrite | undefined;
+    let saved = 0;
     if (sendUserProperties && ev.userProperties !== undefined) {
       const attrs = newAttributes(identifier);
       if (updateExistingOnly !== undefined) attrs._update_existing_only = updateExistingOnly;
       scratch.size = 0;
-      const written = writeAttributes(ev.userProperties, attrs, identifier.email, adjustments, scratch);
+      ctx.identifierEmail = identifier.email;
+      ctx.setOnceKeys = state === undefined ? undefined : new Set<string>();
+      let written = writeAttributes(ev.userProperties, attrs, adjustments, scratch, ctx);
+      if (written > 0 && state !== undefined) {
+        const f = state.filter(userKey, attrs, ev.timeMs, ctx.setOnceKeys, createProfile);
+        saved = f.unchanged + f.stale + f.setOnce;
+        attributeWrite = f.write;
+        if (f.kept < written) scratch.size = attributesSize(attrs);
+        written = f.kept;
+      }
       if (written > 0) {
         attributes = attrs;
         size += identifierSize + flagSize + scratch.size + 2;
       }
     }
 
-    const isIdentify = eventType === IDENTIFY_EVENT;
     if (isIdentify && attributes === undefined && adjustments.length === 0) {
-      // Nothing Braze can take: no custom event for `$identify`, and no user properties to send.
-      // With adjustments it stays 'mapped' (and empty) so that what was dropped is still reported.
-      return { kind: 'skipped', reason: 'filtered', eventType };
+      // Nothing Braze can take: no custom event for `$identify`, and no user properties to send
+      // (or none that changed).
+      return saved > 0
+        ? { kind: 'mapped', key: userKey, identifier, purchases: [], adjustments, attributeWritesSaved: saved, insertId: ev.insertId, timeMs: ev.timeMs, sizeEstimate: 0 }
+        : { kind: 'skipped', reason: 'filtered', eventType };
+    }
+
+    if (createProfile && (!isIdentify || attributes !== undefined)) {
+      if (attributes === undefined) {
+        attributes = newAttributes(identifier);
+        size += identifierSize + 2;
+      }
+      if (attributes._update_existing_only !== false) {
+        attributes._update_existing_only = false;
+        size += 30;
+      }
+      if (state !== undefined) attributeWrite ??= { userKey, entries: [], creates: true };
     }
 
     let event: BrazeEvent | undefined;
     const purchases: BrazePurchase[] = [];
     if (!isIdentify) {
       const time = new Date(ev.timeMs).toISOString();
-      const hasRevenue = ev.revenue !== undefined || ev.price !== undefined;
+      const products = ev.products !== undefined && ev.products.length > 0 ? ev.products : undefined;
+      const hasRevenue = ev.revenue !== undefined || ev.price !== undefined || products !== undefined;
+      const negative = products === undefined && hasRevenue && isNegativeRevenue(ev);
 
       let properties: JsonObject | undefined;
       let propertiesSize = 0;
@@ -212,7 +308,11 @@ export function createOutboundMapper(cfg: OutboundMappingConfig): OutboundMapper
       }
       const lastPropertyAdjustment = adjustments.length;
 
-      if (hasRevenue && !revenueAsPurchase) {
+      if (negative) {
+        // A refund is not a purchase: Braze would record a purchase with a negative price.
+        adjustments.push({ kind: negativeAsEvent ? 'replaced' : 'dropped', target: 'purchase', key: 'revenue', rule: 'negative_revenue_not_purchase' });
+      }
+      if (hasRevenue && (!revenueAsPurchase || (negative && negativeAsEvent))) {
         // Without a purchase object the revenue would vanish (top-level fields in the ingest
         // shape, dropped `$` keys in the export shape), so it travels as plain event properties.
         properties ??= {};
@@ -230,32 +330,47 @@ export function createOutboundMapper(cfg: OutboundMappingConfig): OutboundMapper
       // With a purchase, the custom event is still sent: campaigns and segments key on the event
       // name ('Order Completed'), and Braze plans to phase purchases out in favour of custom
       // events (reference §5), so the event is the part that keeps working either way.
-      if (hasRevenue && revenueAsPurchase) {
-        const purchase = buildPurchase(ev, identifier, time, defaultCurrency, adjustments);
-        if (appId !== undefined) purchase.app_id = appId;
-        // The purchase carries the same (already checked) properties object: the rules are the
-        // same, so the same drops apply to it and are reported against it too.
-        if (properties !== undefined) purchase.properties = properties;
-        for (let i = firstPropertyAdjustment; i < lastPropertyAdjustment; i++) {
-          const a = adjustments[i]!;
-          adjustments.push({ kind: a.kind, target: 'purchase_property', key: a.key, rule: a.rule });
+      if (hasRevenue && revenueAsPurchase && !negative) {
+        const currency = normalizeCurrency(ev.currency, defaultCurrency, 'currency', adjustments);
+        if (products !== undefined) buildProductPurchases(products, ev, identifier, time, currency, defaultCurrency, purchases, adjustments);
+        else buildPurchases(ev, identifier, time, currency, purchases, adjustments);
+        // Purchases carry the same (already checked) properties object: the rules are the same, so
+        // the same drops apply and are reported against them too. Per-product purchases leave the
+        // products list out: each is one of its entries.
+        let purchaseProps = properties;
+        let purchasePropsSize = propertiesSize;
+        if (products !== undefined && purchaseProps !== undefined && Object.hasOwn(purchaseProps, 'products')) {
+          const { products: _omit, ...rest } = purchaseProps;
+          purchaseProps = Object.keys(rest).length > 0 ? rest : undefined;
+          purchasePropsSize = purchaseProps === undefined ? 0 : estimateJsonSize(purchaseProps);
         }
-        if (updateExistingOnly !== undefined) purchase._update_existing_only = updateExistingOnly;
-        purchases.push(purchase);
-        size +=
-          identifierSize + flagSize + purchase.product_id.length + purchase.currency.length + 110 +
-          (appId === undefined ? 0 : appId.length + 11) + (properties === undefined ? 0 : propertiesSize + 13);
+        if (purchases.length > 0) {
+          for (let i = firstPropertyAdjustment; i < lastPropertyAdjustment; i++) {
+            const a = adjustments[i]!;
+            adjustments.push({ kind: a.kind, target: 'purchase_property', key: a.key, rule: a.rule });
+          }
+        }
+        for (const purchase of purchases) {
+          if (appId !== undefined) purchase.app_id = appId;
+          if (purchaseProps !== undefined) purchase.properties = purchaseProps;
+          if (updateExistingOnly !== undefined) purchase._update_existing_only = updateExistingOnly;
+          size +=
+            identifierSize + flagSize + purchase.product_id.length + purchase.currency.length + 110 +
+            (appId === undefined ? 0 : appId.length + 11) + (purchaseProps === undefined ? 0 : purchasePropsSize + 13);
+        }
       }
     }
 
     return {
       kind: 'mapped',
-      key: resolved.key,
+      key: userKey,
       identifier,
       event,
       attributes,
       purchases,
       adjustments,
+      attributeWrite,
+      attributeWritesSaved: saved,
       insertId: ev.insertId,
       timeMs: ev.timeMs,
       sizeEstimate: size,
@@ -418,18 +533,18 @@ function exactNestedBytes(props: JsonObject): number {
   return bytes;
 }
 
-const REVENUE_PLAIN_NAMES = ['revenue', 'price', 'quantity', 'product_id', 'revenue_type', 'currency'] as const;
+const REVENUE_PLAIN_NAMES = ['revenue', 'price', 'quantity', 'product_id', 'revenue_type', 'currency', 'products'] as const;
 
 function addRevenueProperties(ev: AmplitudeInEvent, props: JsonObject, adjustments: Adjustment[]): number {
-  const values = [ev.revenue, ev.price, ev.quantity, ev.productId, ev.revenueType, ev.currency];
+  const values = [ev.revenue, ev.price, ev.quantity, ev.productId, ev.revenueType, ev.currency, ev.products];
   let size = 0;
   for (let i = 0; i < REVENUE_PLAIN_NAMES.length; i++) {
     const v = values[i];
     if (v === undefined) continue;
     const name = REVENUE_PLAIN_NAMES[i]!;
     if (Object.hasOwn(props, name)) {
-      // The event's own property of that name wins; the revenue field is what is lost.
-      adjustments.push({ kind: 'dropped', target: 'event_property', key: name, rule: 'revenue_field_name_taken' });
+      // The event's own property of that name wins (for `products`: it is the same list).
+      if (name !== 'products') adjustments.push({ kind: 'dropped', target: 'event_property', key: name, rule: 'revenue_field_name_taken' });
       continue;
     }
     const stored = typeof v === 'string' && v.length > MAX_STRING_LENGTH ? truncate(v) : v;
@@ -443,47 +558,125 @@ function addRevenueProperties(ev: AmplitudeInEvent, props: JsonObject, adjustmen
 // ---------------------------------------------------------------------------------------------
 // Purchases
 
+/** Amplitude's revenue is price × quantity; a negative total is a refund. */
+function isNegativeRevenue(ev: AmplitudeInEvent): boolean {
+  if (ev.revenue !== undefined) return ev.revenue < 0;
+  return (ev.price ?? 0) < 0;
+}
+
+/** Upper-cased; an unknown code is counted and replaced by the default. */
+function normalizeCurrency(raw: string | undefined, fallback: string, key: string, adjustments: Adjustment[]): string {
+  if (raw === undefined) return fallback;
+  const c = raw.trim().toUpperCase();
+  if (isCurrencyCode(c)) return c;
+  adjustments.push({ kind: 'replaced', target: 'purchase', key, rule: 'currency_invalid' });
+  return fallback;
+}
+
 /**
  * `product_id` falls back to the revenue type, then to the constant 'revenue': Braze requires a
  * product id, and a constant keeps the distinct-product count (capped at 5,000) bounded, where
  * the event type or an insert id would not.
  *
  * `price` is Amplitude's unit price, or revenue ÷ quantity (Amplitude's revenue is price ×
- * quantity). A quantity over Braze's maximum of 100 is clamped to 100 and the unit price kept: the
- * product's price stays true and the shortfall in total revenue is reported as an adjustment.
+ * quantity).
  */
-function buildPurchase(
+function buildPurchases(
   ev: AmplitudeInEvent,
   identifier: BrazeIdentifier,
   time: string,
-  defaultCurrency: string,
+  currency: string,
+  out: BrazePurchase[],
   adjustments: Adjustment[],
-): BrazePurchase {
-  let quantity = 1;
-  const q = ev.quantity;
-  if (q !== undefined) {
-    quantity = q;
-    if (!Number.isInteger(quantity)) {
-      quantity = Math.round(quantity);
-      adjustments.push({ kind: 'truncated', target: 'purchase', key: 'quantity', rule: 'quantity_not_integer' });
-    }
-    if (quantity < 1) {
-      quantity = 1;
-      adjustments.push({ kind: 'truncated', target: 'purchase', key: 'quantity', rule: 'quantity_below_1' });
-    }
-  }
+): void {
+  const quantity = purchaseQuantity(ev.quantity, 'quantity', adjustments);
   // hasRevenue guarantees one of the two; `?? 0` only satisfies the type.
   const price = ev.price ?? (ev.revenue ?? 0) / quantity;
-  if (quantity > MAX_PURCHASE_QUANTITY) {
-    quantity = MAX_PURCHASE_QUANTITY;
-    adjustments.push({ kind: 'truncated', target: 'purchase', key: 'quantity', rule: 'quantity_over_100' });
+  const productId = purchaseProductId(ev.productId ?? ev.revenueType ?? 'revenue', 'product_id', adjustments);
+  pushSplit(out, identifier, productId, currency, price, quantity, time, 'quantity', adjustments);
+}
+
+/** One purchase per entry of a `products` list (each split as needed); entries without a price are counted and left out. */
+function buildProductPurchases(
+  products: JsonValue[],
+  ev: AmplitudeInEvent,
+  identifier: BrazeIdentifier,
+  time: string,
+  currency: string,
+  defaultCurrency: string,
+  out: BrazePurchase[],
+  adjustments: Adjustment[],
+): void {
+  for (let i = 0; i < products.length; i++) {
+    const p = products[i];
+    const at = `products[${i}]`;
+    if (!isJsonObject(p)) {
+      adjustments.push({ kind: 'dropped', target: 'purchase', key: at, rule: 'product_invalid' });
+      continue;
+    }
+    const quantity = purchaseQuantity(readNumber(p['quantity'] ?? p['$quantity']), `${at}.quantity`, adjustments);
+    const revenue = readNumber(p['revenue'] ?? p['$revenue']);
+    const unit = readNumber(p['price'] ?? p['$price']) ?? (revenue === undefined ? undefined : revenue / quantity);
+    if (unit === undefined) {
+      adjustments.push({ kind: 'dropped', target: 'purchase', key: at, rule: 'product_without_price' });
+      continue;
+    }
+    if (unit < 0) {
+      adjustments.push({ kind: 'dropped', target: 'purchase', key: at, rule: 'negative_revenue_not_purchase' });
+      continue;
+    }
+    const id =
+      readId(p['productId'] ?? p['product_id'] ?? p['$productId']) ??
+      readId(p['revenueType'] ?? p['revenue_type'] ?? p['$revenueType']) ??
+      ev.productId ??
+      ev.revenueType ??
+      'revenue';
+    const productId = purchaseProductId(id, `${at}.productId`, adjustments);
+    const own = readId(p['currency'] ?? p['$currency']);
+    const c = own === undefined ? currency : normalizeCurrency(own, defaultCurrency, `${at}.currency`, adjustments);
+    pushSplit(out, identifier, productId, c, unit, quantity, time, `${at}.quantity`, adjustments);
   }
-  let productId = ev.productId ?? ev.revenueType ?? 'revenue';
-  if (productId.length > MAX_STRING_LENGTH) {
-    productId = truncate(productId);
-    adjustments.push({ kind: 'truncated', target: 'purchase', key: 'product_id', rule: 'string_over_255' });
+}
+
+function purchaseQuantity(q: number | undefined, key: string, adjustments: Adjustment[]): number {
+  if (q === undefined) return 1;
+  let quantity = q;
+  if (!Number.isInteger(quantity)) {
+    quantity = Math.round(quantity);
+    adjustments.push({ kind: 'truncated', target: 'purchase', key, rule: 'quantity_not_integer' });
   }
-  return newPurchase(identifier, productId, ev.currency ?? defaultCurrency, price, quantity, time);
+  if (quantity < 1) {
+    quantity = 1;
+    adjustments.push({ kind: 'truncated', target: 'purchase', key, rule: 'quantity_below_1' });
+  }
+  return quantity;
+}
+
+function purchaseProductId(id: string, key: string, adjustments: Adjustment[]): string {
+  if (id.length <= MAX_STRING_LENGTH) return id;
+  adjustments.push({ kind: 'truncated', target: 'purchase', key, rule: 'string_over_255' });
+  return truncate(id);
+}
+
+/**
+ * Braze takes at most 100 per purchase object: a larger quantity becomes several objects of at
+ * most 100 at the same unit price, so the total revenue stays what Amplitude recorded.
+ */
+function pushSplit(
+  out: BrazePurchase[],
+  identifier: BrazeIdentifier,
+  productId: string,
+  currency: string,
+  price: number,
+  quantity: number,
+  time: string,
+  key: string,
+  adjustments: Adjustment[],
+): void {
+  if (quantity > MAX_PURCHASE_QUANTITY) adjustments.push({ kind: 'split', target: 'purchase', key, rule: 'quantity_over_100' });
+  for (let left = quantity; left > 0; left -= MAX_PURCHASE_QUANTITY) {
+    out.push(newPurchase(identifier, productId, currency, price, Math.min(left, MAX_PURCHASE_QUANTITY), time));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,32 +693,28 @@ function attributeKeyRule(key: string): AdjustmentRule | undefined {
 /**
  * Writes the user properties into `attrs` and returns how many attributes were written.
  * Plain keys (the export shape's resolved properties, or the ingest shape's implicit `$set`) set
- * values; Amplitude's operations map onto Braze's:
+ * values; Amplitude's operations map onto Braze's where Braze has the same operation:
  *  - `$set` sets; `$unset` sets null, which removes the attribute in Braze;
  *  - `$add` becomes `{inc: n}` (integers only: Braze documents `inc` for integers);
- *  - `$append`, `$prepend`, `$preInsert`, `$postInsert` become `{add: [...]}`: Braze keeps array
- *    values unique and appends, so prepend order is lost;
+ *  - `$append` and `$postInsert` become `{add: [...]}` (Braze appends, keeping values unique);
  *  - `$remove` becomes `{remove: [...]}`;
- *  - `$setOnce` is dropped and reported: Braze has no set-once, and sending it as a plain set
- *    would overwrite first-touch values (initial referrer, signup source) on every event. The
- *    export shape already carries the resolved value as a plain key, so it still reaches Braze;
+ *  - `$setOnce` sets, marked in `ctx.setOnceKeys` so the attribute state sends it only when it
+ *    has no value for the user; without an attribute state it is dropped and reported (sending it
+ *    as a plain set would overwrite first-touch values on every event);
+ *  - `$prepend` and `$preInsert` are dropped and reported: Braze can only append, and an append
+ *    is not what Amplitude recorded;
  *  - `$clearAll` is dropped and reported: Braze has no "remove every attribute", and guessing the
  *    attribute list would erase data Amplitude never owned.
  * When two operations write the same attribute, the later one wins and the earlier is reported.
+ * User properties outside the allow-list (OUTBOUND_USER_PROPERTIES) are left out without a report.
  */
-function writeAttributes(
-  up: JsonObject,
-  attrs: BrazeAttributes,
-  identifierEmail: string | undefined,
-  adjustments: Adjustment[],
-  scratch: Scratch,
-): number {
+function writeAttributes(up: JsonObject, attrs: BrazeAttributes, adjustments: Adjustment[], scratch: Scratch, ctx: WriteContext): number {
   let written = 0;
   for (const key in up) {
     const v = up[key];
     if (v === undefined) continue;
     if (key.charCodeAt(0) !== 36 /* $ */) {
-      written += setAttribute(attrs, key, v, identifierEmail, adjustments, scratch);
+      written += setAttribute(attrs, key, v, adjustments, scratch, ctx);
       continue;
     }
     if (key === '$clearAll') {
@@ -535,7 +724,7 @@ function writeAttributes(
     if (key === '$unset' && Array.isArray(v)) {
       // Some SDKs send the names as a list rather than as {name: '-'}.
       for (const name of v) {
-        if (typeof name === 'string') written += writeOp(attrs, name, null, identifierEmail, adjustments, scratch);
+        if (typeof name === 'string') written += writeOp(attrs, name, null, adjustments, scratch, ctx);
         else adjustments.push({ kind: 'dropped', target: 'attribute', key, rule: 'malformed_operation' });
       }
       continue;
@@ -553,32 +742,49 @@ function writeAttributes(
       case '$set':
         for (const k in v) {
           const x = v[k];
-          if (x !== undefined) written += setAttribute(attrs, k, x, identifierEmail, adjustments, scratch);
+          if (x !== undefined) written += setAttribute(attrs, k, x, adjustments, scratch, ctx);
         }
         break;
-      case '$setOnce':
-        for (const k in v) adjustments.push({ kind: 'dropped', target: 'attribute', key: k, rule: 'set_once_unsupported' });
+      case '$setOnce': {
+        const once = ctx.setOnceKeys;
+        for (const k in v) {
+          const x = v[k];
+          if (x === undefined) continue;
+          if (once === undefined) {
+            if (ctx.allow === undefined || ctx.allow(k)) adjustments.push({ kind: 'dropped', target: 'attribute', key: k, rule: 'set_once_unsupported' });
+            continue;
+          }
+          const n = setAttribute(attrs, k, x, adjustments, scratch, ctx);
+          if (Object.hasOwn(attrs, k)) once.add(k);
+          written += n;
+        }
         break;
+      }
       case '$unset':
-        for (const k in v) written += writeOp(attrs, k, null, identifierEmail, adjustments, scratch);
+        for (const k in v) written += writeOp(attrs, k, null, adjustments, scratch, ctx);
         break;
       case '$add':
         for (const k in v) {
           const n = integerValue(v[k]);
           if (n === undefined) adjustments.push({ kind: 'dropped', target: 'attribute', key: k, rule: 'add_not_integer' });
-          else written += writeOp(attrs, k, { inc: n }, identifierEmail, adjustments, scratch);
+          else written += writeOp(attrs, k, { inc: n }, adjustments, scratch, ctx);
+        }
+        break;
+      case '$prepend':
+      case '$preInsert':
+        for (const k in v) {
+          if (ctx.allow === undefined || ctx.allow(k)) adjustments.push({ kind: 'dropped', target: 'attribute', key: k, rule: 'prepend_unsupported' });
         }
         break;
       case '$append':
-      case '$prepend':
-      case '$preInsert':
       case '$postInsert':
       case '$remove':
         for (const k in v) {
+          if (ctx.allow !== undefined && !ctx.allow(k)) continue;
           const list = stringList(k, v[k], adjustments);
           if (list === undefined) continue;
           const op: BrazeAttributeValue = key === '$remove' ? { remove: list } : { add: list };
-          written += writeOp(attrs, k, op, identifierEmail, adjustments, scratch);
+          written += writeOp(attrs, k, op, adjustments, scratch, ctx);
         }
         break;
       default:
@@ -602,16 +808,10 @@ const OPERATIONS: ReadonlySet<string> = new Set([
 ]);
 
 /** A plain value: checked and trimmed to Braze's limits, then written. */
-function setAttribute(
-  attrs: BrazeAttributes,
-  key: string,
-  v: JsonValue,
-  identifierEmail: string | undefined,
-  adjustments: Adjustment[],
-  scratch: Scratch,
-): number {
+function setAttribute(attrs: BrazeAttributes, key: string, v: JsonValue, adjustments: Adjustment[], scratch: Scratch, ctx: WriteContext): number {
+  if (ctx.allow !== undefined && !ctx.allow(key)) return 0;
   // The key first, so that a dropped attribute is not also reported as truncated: writeOp reports the drop.
-  if (attributeKeyRule(key) !== undefined) return writeOp(attrs, key, v, identifierEmail, adjustments, scratch);
+  if (attributeKeyRule(key) !== undefined) return writeOp(attrs, key, v, adjustments, scratch, ctx);
   let value: JsonValue | undefined = v;
   if (typeof v === 'string') {
     if (v.length > MAX_STRING_LENGTH) {
@@ -620,39 +820,33 @@ function setAttribute(
     }
   } else if (Array.isArray(v)) {
     value = arrayAttribute(key, v, adjustments);
-  } else if (typeof v === 'object' && v !== null && exceedsNestedLimit(v)) {
-    adjustments.push({ kind: 'dropped', target: 'attribute', key, rule: 'nested_over_50kb' });
-    value = undefined;
+  } else if (typeof v === 'object' && v !== null) {
+    if (!nestedKeysValid(v, 0)) {
+      // Braze drops every nested-attribute update of the request (other users' too) for one bad key.
+      adjustments.push({ kind: 'dropped', target: 'attribute', key, rule: 'nested_key_invalid' });
+      value = undefined;
+    } else if (exceedsNestedLimit(v)) {
+      adjustments.push({ kind: 'dropped', target: 'attribute', key, rule: 'nested_over_50kb' });
+      value = undefined;
+    }
   }
-  return value === undefined ? 0 : store(attrs, key, value, identifierEmail, adjustments, scratch);
+  return value === undefined ? 0 : store(attrs, key, value, adjustments, scratch, ctx);
 }
 
 /** An operation's result: only the key needs checking, the value was built here. */
-function writeOp(
-  attrs: BrazeAttributes,
-  key: string,
-  value: BrazeAttributeValue,
-  identifierEmail: string | undefined,
-  adjustments: Adjustment[],
-  scratch: Scratch,
-): number {
+function writeOp(attrs: BrazeAttributes, key: string, value: BrazeAttributeValue, adjustments: Adjustment[], scratch: Scratch, ctx: WriteContext): number {
+  if (ctx.allow !== undefined && !ctx.allow(key)) return 0;
   const keyRule = attributeKeyRule(key);
   if (keyRule !== undefined) {
     adjustments.push({ kind: 'dropped', target: 'attribute', key, rule: keyRule });
     return 0;
   }
-  return store(attrs, key, value, identifierEmail, adjustments, scratch);
+  return store(attrs, key, value, adjustments, scratch, ctx);
 }
 
 /** Returns 1 when a new attribute was added. */
-function store(
-  attrs: BrazeAttributes,
-  key: string,
-  value: BrazeAttributeValue,
-  identifierEmail: string | undefined,
-  adjustments: Adjustment[],
-  scratch: Scratch,
-): number {
+function store(attrs: BrazeAttributes, key: string, value: BrazeAttributeValue, adjustments: Adjustment[], scratch: Scratch, ctx: WriteContext): number {
+  const identifierEmail = ctx.identifierEmail;
   if (identifierEmail !== undefined && key === 'email') {
     // The object is addressed by this email: the same value is already there, and another one
     // would change which profile the object means.
@@ -667,6 +861,35 @@ function store(
 }
 
 /**
+ * Braze's rules for keys inside a nested-object attribute (reference §7): at most 255 characters,
+ * no spaces, no `.` and no `$`. Applies to the objects of an array of objects too.
+ */
+export function nestedKeyValid(key: string): boolean {
+  const n = key.length;
+  if (n === 0 || n > MAX_KEY_LENGTH || key === '__proto__') return false;
+  for (let i = 0; i < n; i++) {
+    const c = key.charCodeAt(i);
+    if (c === 46 /* . */ || c === 36 /* $ */ || c === 32 /* space */) return false;
+  }
+  return true;
+}
+
+function nestedKeysValid(v: JsonValue, depth: number): boolean {
+  if (typeof v !== 'object' || v === null) return true;
+  if (depth > 50) return false;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (!nestedKeysValid(v[i]!, depth + 1)) return false;
+    return true;
+  }
+  for (const k in v) {
+    if (!nestedKeyValid(k)) return false;
+    const x = v[k];
+    if (x !== undefined && !nestedKeysValid(x, depth + 1)) return false;
+  }
+  return true;
+}
+
+/**
  * Arrays of primitives are Braze string arrays: at most 100 elements and 255 characters each.
  * Arrays holding objects are Braze arrays of objects, limited by size instead of count.
  * Returns the input array when nothing changes.
@@ -675,6 +898,10 @@ function arrayAttribute(key: string, arr: JsonValue[], adjustments: Adjustment[]
   for (let i = 0; i < arr.length; i++) {
     const el = arr[i];
     if (typeof el === 'object' && el !== null) {
+      if (!nestedKeysValid(arr, 0)) {
+        adjustments.push({ kind: 'dropped', target: 'attribute', key, rule: 'nested_key_invalid' });
+        return undefined;
+      }
       if (exceedsNestedLimit(arr)) {
         adjustments.push({ kind: 'dropped', target: 'attribute', key, rule: 'nested_over_50kb' });
         return undefined;
@@ -744,6 +971,17 @@ function exceedsNestedLimit(v: JsonValue): boolean {
   if (estimate > MAX_NESTED_PAYLOAD_BYTES) return true;
   if (estimate * 6 <= MAX_NESTED_PAYLOAD_BYTES) return false;
   return Buffer.byteLength(JSON.stringify(v)) > MAX_NESTED_PAYLOAD_BYTES;
+}
+
+/** The estimated JSON size of the attributes in an object (identifier and flags left out). */
+function attributesSize(attrs: BrazeAttributes): number {
+  let size = 0;
+  for (const key in attrs) {
+    if (key === 'external_id' || key === 'user_alias' || key === 'braze_id' || key === '_update_existing_only') continue;
+    const v = attrs[key];
+    if (v !== undefined) size += key.length + 4 + estimateJsonSize(v);
+  }
+  return size;
 }
 
 // ---------------------------------------------------------------------------------------------

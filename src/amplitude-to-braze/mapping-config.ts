@@ -42,16 +42,35 @@ export interface OutboundMappingConfig {
   identifiers: IdentifierRule[];
   /** Braze `app_id` for events and purchases, when set */
   appId?: string;
-  /** sent as `_update_existing_only` on every object when set; Braze's own default applies otherwise */
+  /**
+   * `true`: every object is update-only (`_update_existing_only: true`), no profile is created.
+   * `false`: sent as `false` on every object. Unset: Braze's default per identifier, except that a
+   * user identified by alias gets an attributes object with `_update_existing_only: false` (before
+   * its events, in the same request) so that its alias-only profile exists: for an alias Braze's
+   * default is update-only, and events for an unknown alias are accepted and silently dropped.
+   */
   updateExistingOnly?: boolean;
   filter: EventFilter;
   loopPrevention: LoopPrevention;
   /** send the event's user properties as Braze custom attributes */
   sendUserProperties: boolean;
+  /** which user properties are synced (`*` and `?` wildcards, case-sensitive); empty or `*` means all */
+  userProperties: string[];
+  /**
+   * users whose last-sent attributes are remembered, so only changed attributes from events not
+   * older than the last sent one are written; 0 turns the attribute state off (every event writes
+   * its whole user-property snapshot)
+   */
+  attributeStateMaxUsers: number;
   /** revenue events become Braze purchases ('purchase'), or are left as plain custom events ('event') */
   revenueAs: 'purchase' | 'event';
-  /** currency used when a revenue event names none */
+  /** currency used when a revenue event names none, or names one that is not an ISO 4217 code */
   defaultCurrency: string;
+  /**
+   * a revenue event with negative revenue (a refund) is never a Braze purchase: `event` sends the
+   * custom event with the revenue fields as properties; `drop` sends the custom event without them
+   */
+  negativeRevenueAs: 'event' | 'drop';
 }
 
 export const defaultOutboundMapping: OutboundMappingConfig = {
@@ -62,6 +81,9 @@ export const defaultOutboundMapping: OutboundMappingConfig = {
   filter: { allow: [], deny: [] },
   loopPrevention: { enabled: true, libraries: ['Braze'], eventTypePrefixes: ['[Appboy]'] },
   sendUserProperties: true,
+  userProperties: ['*'],
+  attributeStateMaxUsers: 100_000,
   revenueAs: 'purchase',
   defaultCurrency: 'USD',
+  negativeRevenueAs: 'event',
 };
