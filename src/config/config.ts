@@ -309,11 +309,11 @@ function readOutbound(r: SettingsReader): OutboundMappingConfig {
       enabled: r.bool('OUTBOUND_LOOP_PREVENTION', { path: 'outbound.loopPrevention.enabled', default: d.loopPrevention.enabled, doc: 'do not send Braze-originated events back to Braze' }),
       libraries: r.list('OUTBOUND_LOOP_LIBRARIES', { path: 'outbound.loopPrevention.libraries', default: d.loopPrevention.libraries, doc: '`library` values that mark an event as Braze-originated' }),
       eventTypePrefixes: r.list('OUTBOUND_LOOP_EVENT_PREFIXES', { path: 'outbound.loopPrevention.eventTypePrefixes', default: d.loopPrevention.eventTypePrefixes, doc: 'event-type prefixes that mark an event as Braze-originated' }),
+    },
+    sendUserProperties: r.bool('OUTBOUND_SEND_USER_PROPERTIES', { path: 'outbound.sendUserProperties', default: d.sendUserProperties, doc: 'send user properties as Braze custom attributes' }),
     userProperties: r.list('OUTBOUND_USER_PROPERTIES', { path: 'outbound.userProperties', default: d.userProperties, doc: 'user properties synced as Braze attributes (`*` and `?` wildcards, case-sensitive); `*` syncs all' }),
     attributeStateMaxUsers: r.int('OUTBOUND_ATTRIBUTE_STATE_USERS', { path: 'outbound.attributeStateUsers', default: d.attributeStateMaxUsers, min: 0, doc: 'users whose last-sent attributes are remembered (LRU; about 250 bytes plus 48 per attribute each: 100,000 users with 10 attributes take about 73 MB), so an attribute is written only when it changed and never from an event older than the one it was last sent from; 0: every event writes its whole user-property snapshot' }),
     negativeRevenueAs: r.oneOf('OUTBOUND_NEGATIVE_REVENUE_AS', { path: 'outbound.negativeRevenueAs', values: ['event', 'drop'] as const, default: d.negativeRevenueAs, doc: 'a refund (negative revenue) is never a Braze purchase: `event` keeps the revenue fields as properties of the custom event, `drop` leaves them out' }),
-    },
-    sendUserProperties: r.bool('OUTBOUND_SEND_USER_PROPERTIES', { path: 'outbound.sendUserProperties', default: d.sendUserProperties, doc: 'send user properties as Braze custom attributes' }),
     revenueAs: r.oneOf('OUTBOUND_REVENUE_AS', { path: 'outbound.revenueAs', values: ['purchase', 'event'] as const, default: d.revenueAs, doc: 'revenue events become Braze purchases, or stay plain custom events' }),
     defaultCurrency: r.string('OUTBOUND_DEFAULT_CURRENCY', { path: 'outbound.defaultCurrency', default: d.defaultCurrency, doc: 'currency of revenue events that name none, or name one that is not an ISO 4217 code (counted)' }),
   };
