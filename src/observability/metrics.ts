@@ -15,6 +15,7 @@ export class Metrics {
   readonly skipped = new Counter({ name: 'gateway_events_skipped_total', help: 'events deliberately not sent (filters, loop prevention)', labelNames: ['leg', 'reason'] as const, registers: [this.registry] });
   readonly deadLettered = new Counter({ name: 'gateway_events_dead_lettered_total', help: 'events written to the dead-letter topic', labelNames: ['leg', 'reason'] as const, registers: [this.registry] });
   readonly adjustments = new Counter({ name: 'gateway_mapping_adjustments_total', help: 'values cut or dropped to meet the destination\'s constraints', labelNames: ['leg', 'kind', 'rule'] as const, registers: [this.registry] });
+  readonly attributeWritesSaved = new Counter({ name: 'gateway_attribute_writes_saved_total', help: 'Braze attribute writes not sent: the value is unchanged since last sent, the event is older than the one it was last sent from, or a $setOnce attribute the user already has', registers: [this.registry] });
   readonly requests = new Counter({ name: 'gateway_destination_requests_total', help: 'HTTP requests to a destination, by status (0: network error or timeout)', labelNames: ['destination', 'status'] as const, registers: [this.registry] });
   readonly requestDuration = new Histogram({
     name: 'gateway_destination_request_duration_seconds',
