@@ -346,6 +346,80 @@ describe('Braze /users/track stand-in', () => {
   });
 });
 
+describe('Braze stand-in profile model (update-only semantics, §2)', () => {
+  const alias = (name: string) => ({ user_alias: { alias_name: name, alias_label: 'amplitude_device_id' } });
+  const aliasEvent = (name: string, extra: Record<string, unknown> = {}) => ({ ...alias(name), name: 'e', time: '2025-03-14T09:26:53.000Z', ...extra });
+
+  it.each([
+    { name: 'alias, no flag (default update-only): dropped', obj: aliasEvent('d1'), array: 'events', processed: false },
+    { name: 'alias, _update_existing_only false on an event: created', obj: aliasEvent('d1', { _update_existing_only: false }), array: 'events', processed: true },
+    { name: 'external_id, no flag (default create): created', obj: ev(1), array: 'events', processed: true },
+    { name: 'external_id, _update_existing_only true: dropped', obj: ev(1, { _update_existing_only: true }), array: 'events', processed: false },
+    { name: 'braze_id never seen: dropped', obj: { braze_id: 'b-x', name: 'e', time: '2025-03-14T09:26:53.000Z' }, array: 'events', processed: false },
+    { name: 'email (default create): created', obj: { email: 'a@x.io', name: 'e', time: '2025-03-14T09:26:53.000Z' }, array: 'events', processed: true },
+    { name: 'alias attributes with false: created', obj: { ...alias('d1'), _update_existing_only: false, plan: 'pro' }, array: 'attributes', processed: true },
+    { name: 'alias attributes without the flag: dropped', obj: { ...alias('d1'), plan: 'pro' }, array: 'attributes', processed: false },
+    { name: 'alias purchase: dropped', obj: { ...alias('d1'), product_id: 'p', currency: 'USD', price: 1, time: '2025-03-14T09:26:53.000Z' }, array: 'purchases', processed: false },
+  ])('$name', async ({ obj, array, processed }) => {
+    const s = await braze();
+    const r = await postTrack(s, { [array]: [obj] });
+    // the answer does not tell: 201 and counted as processed either way
+    expect(r.status).toBe(201);
+    expect(r.body[`${array}_processed`]).toBe(1);
+    expect(s.received[array as 'events']).toHaveLength(1);
+    expect(s.stats.silentlyDropped).toBe(processed ? 0 : 1);
+    expect(s.dropped[array as 'events']).toHaveLength(processed ? 0 : 1);
+    expect(s.profileCount()).toBe(processed ? 1 : 0);
+  });
+
+  it('attributes are processed before events: a creating object listed after the events still keeps them', async () => {
+    const s = await braze();
+    await postTrack(s, { events: [aliasEvent('d1'), aliasEvent('d2')], attributes: [{ ...alias('d1'), _update_existing_only: false }] });
+    expect(s.profile(alias('d1'))?.events).toHaveLength(1);
+    expect(s.profile(alias('d2'))).toBeUndefined();
+    expect(s.stats.silentlyDropped).toBe(1);
+    // once created, objects without the flag reach the profile
+    await postTrack(s, { events: [aliasEvent('d1')], attributes: [{ ...alias('d1'), plan: 'pro' }] });
+    expect(s.profile(alias('d1'))).toMatchObject({ attributes: { plan: 'pro' }, aliases: [alias('d1').user_alias] });
+    expect(s.profile(alias('d1'))?.events).toHaveLength(2);
+    expect(s.stats.silentlyDropped).toBe(1);
+  });
+
+  it('applies attribute writes as Braze does: set, null removes, inc, add and remove, nested replace or merge', async () => {
+    const s = await braze();
+    s.seedProfile({ external_id: 'u-1' }, { tags: ['a'], seats: 1, prefs: { a: 1 } });
+    await postTrack(s, { attributes: [{ external_id: 'u-1', plan: 'pro', seats: { inc: 2 }, tags: { add: ['b', 'a'] }, prefs: { b: 2 }, gone: 'x' }] });
+    await postTrack(s, { attributes: [{ external_id: 'u-1', gone: null, tags: { remove: ['b'] }, prefs: { c: 3 }, _merge_objects: true, email: 'u1@x.io' }] });
+    expect(s.profile({ external_id: 'u-1' })?.attributes).toEqual({ plan: 'pro', seats: 3, tags: ['a'], prefs: { b: 2, c: 3 }, email: 'u1@x.io' });
+    expect(s.profile({ braze_id: s.profile({ external_id: 'u-1' })!.braze_id })?.external_id).toBe('u-1');
+  });
+
+  it('a seeded (known) alias needs no creating object', async () => {
+    const s = await braze();
+    s.seedProfile(alias('known'));
+    await postTrack(s, { events: [aliasEvent('known')] });
+    expect(s.stats.silentlyDropped).toBe(0);
+    expect(s.profile(alias('known'))?.events).toHaveLength(1);
+  });
+
+  it('profiles: false turns the model off', async () => {
+    const s = await braze({ profiles: false });
+    await postTrack(s, { events: [aliasEvent('d1')] });
+    expect(s.stats.silentlyDropped).toBe(0);
+    expect(s.profileCount()).toBe(0);
+    expect(s.received.events).toHaveLength(1);
+  });
+
+  it('reset forgets the profiles and the drops', async () => {
+    const s = await braze();
+    await postTrack(s, { events: [aliasEvent('d1'), ev(1)] });
+    s.reset();
+    expect(s.profileCount()).toBe(0);
+    expect(s.stats.silentlyDropped).toBe(0);
+    expect(s.dropped.events).toHaveLength(0);
+  });
+});
+
 describe('Amplitude /2/httpapi stand-in', () => {
   it('answers 200 with the documented body and stores the events', async () => {
     const clock = new ManualClock(T0);

@@ -24,6 +24,15 @@ export interface BrazeStandInOptions {
   rateLimit?: { requests: number; windowMs: number } | false;
   /** Per-object checks of identifiers, events, purchases, properties and attributes. Default true. */
   validate?: boolean;
+  /**
+   * The profile model (default true): user profiles keyed by external_id, alias (label + name),
+   * braze_id and email, and Braze's update-only semantics (§2). An accepted object for a profile
+   * that does not exist is answered 201 like any other, but when it is update-only (explicitly, or
+   * by default: objects identified by alias or braze_id are update-only) it is silently not
+   * processed: counted in `stats.silentlyDropped` and kept in `dropped`, not applied to a
+   * profile. `received` keeps every accepted object either way, as the API accepted it.
+   */
+  profiles?: boolean;
   clock?: Clock;
   port?: number;
   host?: string;
@@ -56,6 +65,30 @@ export interface BrazeStandInStats {
   maxPurchasesInRequest: number;
   maxObjectsInRequest: number;
   maxRequestBytes: number;
+  /** accepted (201) objects not processed: their profile does not exist and they are update-only */
+  silentlyDropped: number;
+  /** profiles created by an accepted object */
+  profilesCreated: number;
+}
+
+/** What the profile model holds for one user. */
+export interface BrazeProfile {
+  external_id?: string;
+  aliases: Array<{ alias_name: string; alias_label: string }>;
+  braze_id: string;
+  email?: string;
+  attributes: Record<string, unknown>;
+  /** custom events and purchases recorded on the profile, in processing order */
+  events: Array<Record<string, unknown>>;
+  purchases: Array<Record<string, unknown>>;
+}
+
+/** One of the identifiers an object or a lookup names. */
+export interface BrazeProfileId {
+  external_id?: string;
+  user_alias?: { alias_name: string; alias_label: string };
+  braze_id?: string;
+  email?: string;
 }
 
 export interface BrazeReceived {
@@ -67,8 +100,10 @@ export interface BrazeReceived {
 export interface BrazeStandIn {
   /** The "REST endpoint"; the route is `POST ${url}/users/track`. */
   readonly url: string;
-  /** Accepted objects only, in arrival order. */
+  /** Accepted objects only, in arrival order (silently dropped ones included: the API accepted them). */
   readonly received: Readonly<BrazeReceived>;
+  /** Accepted objects the profile model did not process (unknown profile, update-only). */
+  readonly dropped: Readonly<BrazeReceived>;
   readonly stats: Readonly<BrazeStandInStats>;
   setApiKey(key: string): void;
   /** The next `count` requests get this answer instead of the normal processing. Faults queue up in order. */
@@ -79,7 +114,13 @@ export interface BrazeStandIn {
   rejectWhen(pred: BrazeRejectPredicate | undefined): void;
   /** Resolves once at least `n` events have been accepted in total; rejects after `timeoutMs`. */
   waitForEvents(n: number, timeoutMs: number): Promise<void>;
-  /** Back to the state right after start: data, stats, faults, rate window, predicate, and the configured key. */
+  /** The profile an identifier names, when the profile model is on and it exists. */
+  profile(id: BrazeProfileId): BrazeProfile | undefined;
+  /** Number of profiles (0 when the profile model is off). */
+  profileCount(): number;
+  /** Creates a profile as if it already existed in the workspace (a known user). */
+  seedProfile(id: BrazeProfileId, attributes?: Record<string, unknown>): void;
+  /** Back to the state right after start: data, profiles, stats, faults, rate window, predicate, and the configured key. */
   reset(): void;
   close(): Promise<void>;
 }
@@ -245,6 +286,85 @@ function defaultFaultBody(status: number): unknown {
   return { message: STATUS_CODES[status] ?? 'Error' };
 }
 
+/** The lookup keys of an identifier (an attributes object's email is a value, not an identifier, next to another). */
+function profileKeys(obj: BrazeProfileId & Record<string, unknown>): string[] {
+  const keys: string[] = [];
+  if (typeof obj.external_id === 'string') keys.push(`ext:${obj.external_id}`);
+  const a = obj.user_alias;
+  if (a && typeof a.alias_label === 'string' && typeof a.alias_name === 'string') keys.push(`alias:${a.alias_label}\u0000${a.alias_name}`);
+  if (typeof obj.braze_id === 'string') keys.push(`braze:${obj.braze_id}`);
+  if (keys.length === 0 && typeof obj.email === 'string') keys.push(`email:${obj.email.toLowerCase()}`);
+  return keys;
+}
+
+/** Braze's default (§2): update-only for alias and braze_id, create for external_id, email and phone. */
+function updateOnly(obj: Record<string, unknown>): boolean {
+  if (typeof obj._update_existing_only === 'boolean') return obj._update_existing_only;
+  return obj.external_id === undefined && obj.email === undefined && obj.phone === undefined;
+}
+
+/** One attribute write as Braze applies it: null removes; inc, add and remove operate. */
+function applyAttribute(attrs: Record<string, unknown>, key: string, value: unknown, merge: boolean): void {
+  if (value === null) {
+    delete attrs[key];
+    return;
+  }
+  if (isRecord(value)) {
+    const keys = Object.keys(value);
+    if (keys.length === 1 && keys[0] === 'inc' && typeof value.inc === 'number') {
+      attrs[key] = (typeof attrs[key] === 'number' ? (attrs[key] as number) : 0) + value.inc;
+      return;
+    }
+    if (keys.length === 1 && (keys[0] === 'add' || keys[0] === 'remove') && Array.isArray(value[keys[0]])) {
+      const list = (Array.isArray(attrs[key]) ? (attrs[key] as unknown[]) : []).slice();
+      for (const item of value[keys[0]] as unknown[]) {
+        const at = list.indexOf(item);
+        if (at >= 0) list.splice(at, 1);
+        if (keys[0] === 'add') list.push(item);
+      }
+      attrs[key] = list;
+      return;
+    }
+    if (merge && isRecord(attrs[key])) {
+      attrs[key] = { ...(attrs[key] as Record<string, unknown>), ...value };
+      return;
+    }
+  }
+  attrs[key] = value;
+}
+
+class ProfileStore {
+  private readonly byKey = new Map<string, BrazeProfile>();
+  private next = 1;
+  count = 0;
+
+  find(obj: Record<string, unknown>): BrazeProfile | undefined {
+    for (const k of profileKeys(obj)) {
+      const p = this.byKey.get(k);
+      if (p) return p;
+    }
+    return undefined;
+  }
+
+  create(obj: Record<string, unknown>): BrazeProfile {
+    const p: BrazeProfile = { aliases: [], braze_id: `sb-${String(this.next++).padStart(8, '0')}`, attributes: {}, events: [], purchases: [] };
+    if (typeof obj.external_id === 'string') p.external_id = obj.external_id;
+    const a = obj.user_alias;
+    if (isRecord(a) && typeof a.alias_name === 'string' && typeof a.alias_label === 'string') p.aliases.push({ alias_name: a.alias_name, alias_label: a.alias_label });
+    if (typeof obj.email === 'string') p.email = obj.email;
+    for (const k of profileKeys(obj)) this.byKey.set(k, p);
+    this.byKey.set(`braze:${p.braze_id}`, p);
+    this.count++;
+    return p;
+  }
+
+  clear(): void {
+    this.byKey.clear();
+    this.count = 0;
+    this.next = 1;
+  }
+}
+
 export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<BrazeStandIn> {
   const clock = opts.clock ?? systemClock;
   const maxPerArray = opts.maxPerArray ?? 75;
@@ -252,12 +372,15 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
   const maxBodyBytes = opts.maxBodyBytes ?? 4 * 1024 * 1024;
   const rate = opts.rateLimit === undefined ? { requests: 3000, windowMs: 3000 } : opts.rateLimit;
   const validate = opts.validate ?? true;
+  const profilesOn = opts.profiles ?? true;
+  const profiles = new ProfileStore();
   const host = opts.host ?? '127.0.0.1';
 
   let apiKey = opts.apiKey;
   let rejectPred: BrazeRejectPredicate | undefined;
   const faults = new FaultQueue();
   const received: BrazeReceived = { events: [], attributes: [], purchases: [] };
+  const dropped: BrazeReceived = { events: [], attributes: [], purchases: [] };
   const stats: BrazeStandInStats = {
     requests: 0,
     byStatus: {},
@@ -270,6 +393,8 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
     maxPurchasesInRequest: 0,
     maxObjectsInRequest: 0,
     maxRequestBytes: 0,
+    silentlyDropped: 0,
+    profilesCreated: 0,
   };
   let windowStart = Number.NEGATIVE_INFINITY;
   let windowUsed = 0;
@@ -294,6 +419,30 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
         'X-RateLimit-Reset': String(Math.ceil((start + rate.windowMs) / 1000)),
       },
     };
+  }
+
+  /** Applies one accepted object to the profile it names, or drops it silently as Braze does. */
+  function process(array: BrazeArrayName, obj: Record<string, unknown>): void {
+    let p = profiles.find(obj);
+    if (!p) {
+      if (updateOnly(obj)) {
+        stats.silentlyDropped++;
+        dropped[array].push(obj);
+        return;
+      }
+      p = profiles.create(obj);
+      stats.profilesCreated++;
+    }
+    if (array === 'events') p.events.push(obj);
+    else if (array === 'purchases') p.purchases.push(obj);
+    else {
+      const merge = obj._merge_objects === true;
+      for (const [k, v] of Object.entries(obj)) {
+        if (NON_ATTRIBUTE_KEYS.has(k)) continue;
+        if (k === 'email' && profileKeys(obj)[0]?.startsWith('email:')) continue;
+        applyAttribute(p.attributes, k, v, merge);
+      }
+    }
   }
 
   function answer(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
@@ -459,6 +608,8 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
     }
     if (errors.length > 0) body.errors = errors;
     stats.acceptedObjects += acceptedCount;
+    // Braze processes a request's attributes, then its events, then its purchases (§7).
+    if (profilesOn) for (const name of ARRAYS) for (const o of accepted[name]) process(name, o);
     reply(201, body);
     if (accepted.events.length > 0) waiters.notify();
   }
@@ -469,7 +620,18 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
   return {
     url,
     received,
+    dropped,
     stats,
+    profile(id: BrazeProfileId): BrazeProfile | undefined {
+      return profiles.find(id as Record<string, unknown>);
+    },
+    profileCount(): number {
+      return profiles.count;
+    },
+    seedProfile(id: BrazeProfileId, attributes: Record<string, unknown> = {}): void {
+      const p = profiles.find(id as Record<string, unknown>) ?? profiles.create(id as Record<string, unknown>);
+      Object.assign(p.attributes, attributes);
+    },
     setApiKey(key: string): void {
       apiKey = key;
     },
@@ -490,6 +652,12 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
       received.events.length = 0;
       received.attributes.length = 0;
       received.purchases.length = 0;
+      dropped.events.length = 0;
+      dropped.attributes.length = 0;
+      dropped.purchases.length = 0;
+      profiles.clear();
+      stats.silentlyDropped = 0;
+      stats.profilesCreated = 0;
       for (const k of Object.keys(stats.byStatus)) delete stats.byStatus[Number(k)];
       stats.requests = 0;
       stats.acceptedObjects = 0;
