@@ -65,8 +65,6 @@ export interface DeliveryLegDeps<I extends LegItem> {
   onStopped?: (stopped: boolean) => void;
   /** called after events are finished, so their offsets can be committed promptly */
   onProgress?: () => void;
-  /** the destination refused these events for good (health counts them: a connector rejecting most of its events is not healthy) */
-  onRejected?: (reasons: DeadLetterReason[]) => void;
 }
 
 /** The health module's vocabulary for a failure kind. */
@@ -175,7 +173,11 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
         firstFailureMs: this.d.clock.now(),
         ...(extraHeaders ? { extraHeaders } : {}),
       })
-      .then(() => this.finish(msg));
+      .then(() => {
+        // Every dead letter of the leg passes here once: health weighs the destination's refusals.
+        this.d.health.recordDeadLettered(1, reason);
+        this.finish(msg);
+      });
   }
 
   /** Starts as many requests as the limits allow; waits out linger and back-off with timers. */
@@ -258,7 +260,6 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
         }
         const rest = items.filter((_, i) => !bad.has(i));
         const writes = [...bad].map(([i, r]) => this.deadLetter((items[i] as I).msg, r.reason, r.error));
-        this.d.onRejected?.([...bad.values()].map((r) => r.reason));
         if (o.othersDelivered) {
           for (const it of rest) this.finish(it.msg);
           this.succeeded(rest.length, o.holdForMs);
@@ -271,7 +272,6 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
       case 'split': {
         if (items.length === 1) {
           await this.deadLetter((items[0] as I).msg, o.reason, o.error);
-          this.d.onRejected?.([o.reason]);
           return undefined;
         }
         // Halve until the culprit stands alone; each half keeps its items' order.
