@@ -146,15 +146,16 @@ describe('outbound leg: Amplitude events on Kafka -> Braze /users/track', () => 
 
   it('rides out a 5xx storm with nothing lost', async () => {
     const { topics, braze, start } = await setup();
-    braze.injectFaults({ status: 503, count: 15 });
-    braze.injectFaults({ status: 500, count: 10 });
-    braze.injectFaults({ status: 0, count: 5 });
+    // one probe at a time while Braze fails: each fault below costs one back-off interval
+    braze.injectFaults({ status: 503, count: 6 });
+    braze.injectFaults({ status: 500, count: 4 });
+    braze.injectFaults({ status: 0, count: 2 });
     await produceSamples(topics.events, events(2_000, 200));
     const gw = await start();
     await braze.waitForEvents(2_000, 40_000);
     expect(new Set(seqs(braze)).size).toBe(2_000);
-    expect(braze.stats.faultsServed).toBe(30);
-    expect(await gw.metrics.value('gateway_destination_retries_total')).toBeGreaterThanOrEqual(30);
+    expect(braze.stats.faultsServed).toBe(12);
+    expect(await gw.metrics.value('gateway_destination_retries_total')).toBeGreaterThanOrEqual(12);
     expect(await gw.metrics.value('gateway_events_dead_lettered_total')).toBe(0);
     const snap = gw.health.snapshots()[0]!;
     expect(snap.lastSuccessMs).toBeGreaterThan(0);
