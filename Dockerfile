@@ -27,9 +27,13 @@ COPY schemas ./schemas
 # Nothing in /app needs to be writable at run time; the files stay root-owned and read-only for `node`.
 USER node
 EXPOSE 8080
+# the admin port, when ADMIN_HTTP_PORT=8081 (docker-compose.yml sets it)
+EXPOSE 8081
 # /healthz answers while the process is alive (readiness is /readyz). No curl in the slim image:
-# node's built-in fetch does the probe.
+# node does the probe, on the admin port when ADMIN_HTTP_PORT is set (ADMIN_HTTP_HOST must then be
+# 127.0.0.1 or 0.0.0.0), else on HTTP_PORT, over HTTPS when HTTPS_CERT_FILE is set (the probe
+# trusts its own certificate: it only talks to 127.0.0.1).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.HTTP_PORT || 8080) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "const e = process.env, tls = !e.ADMIN_HTTP_PORT && !!e.HTTPS_CERT_FILE; require(tls ? 'node:https' : 'node:http').get({ host: '127.0.0.1', port: e.ADMIN_HTTP_PORT || e.HTTP_PORT || 8080, path: '/healthz', rejectUnauthorized: false, timeout: 4000 }, (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1)).on('timeout', () => process.exit(1))"]
 ENTRYPOINT ["node", "dist/src/cli.js"]
 CMD ["run"]

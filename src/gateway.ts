@@ -1,4 +1,3 @@
-import type { FastifyInstance } from 'fastify';
 import type { Producer } from 'kafkajs';
 import { systemClock, type Clock } from './clock.js';
 import type { GatewayConfig } from './config/config.js';
@@ -12,7 +11,7 @@ import { HealthRegistry } from './health/connector-health.js';
 import { HealthStore } from './health/health-store.js';
 import { HealthMonitor } from './health/health-monitor.js';
 import { registerHealthMetrics } from './health/health-metrics.js';
-import { buildServer, type ReadinessCheck } from './server.js';
+import { HttpServers, type ReadinessCheck } from './server.js';
 import type { BuiltLeg, LegContext } from './leg.js';
 import { BrazeClient } from './amplitude-to-braze/braze-client.js';
 import { buildOutbound } from './amplitude-to-braze/outbound.js';
@@ -42,7 +41,7 @@ export class Gateway {
   private legs: BuiltLeg[] = [];
   private healthStore: HealthStore | undefined;
   private monitor: HealthMonitor | undefined;
-  private server: FastifyInstance | undefined;
+  private server: HttpServers | undefined;
   private producerConnected = false;
   private stopped = false;
 
@@ -56,9 +55,14 @@ export class Gateway {
     return this.o.config;
   }
 
+  /** the public port's URL (POST /currents), e.g. http://127.0.0.1:8080 or https://… with HTTPS_CERT_FILE */
   get address(): string | undefined {
-    const a = this.server?.server.address();
-    return a && typeof a === 'object' ? `http://127.0.0.1:${a.port}` : undefined;
+    return this.server?.publicUrl;
+  }
+
+  /** where /metrics, /healthz, /readyz and /connectors answer: the ADMIN_HTTP_PORT's URL, else the public one */
+  get adminAddress(): string | undefined {
+    return this.server?.adminUrl;
   }
 
   private pendingOf(name: string): number {
@@ -140,11 +144,16 @@ export class Gateway {
     const watched = this.legs.flatMap((l) => l.watched);
     for (const w of watched) healthMetrics.initConnector(w.health.name);
 
-    this.server = await buildServer({ logger, metrics: this.metrics, health: this.health, readiness, plugins: this.legs.flatMap((l) => l.routes) });
+    this.server = await HttpServers.build({ logger, metrics: this.metrics, health: this.health, readiness, routes: this.legs.flatMap((l) => l.routes), http: config.http });
     this.registerGauges();
     if (this.o.listen ?? true) {
-      await this.server.listen({ port: config.http.port, host: config.http.host });
-      logger.info({ url: this.address }, 'HTTP server listening (/metrics, /healthz, /readyz, /connectors)');
+      await this.server.listen();
+      if (this.server.adminServer) {
+        logger.info({ url: this.address }, 'public HTTP server listening (vendor POSTs only)');
+        logger.info({ url: this.adminAddress }, 'admin HTTP server listening (/metrics, /healthz, /readyz, /connectors)');
+      } else {
+        logger.info({ url: this.address }, 'HTTP server listening (vendor POSTs, /metrics, /healthz, /readyz, /connectors)');
+      }
     } else {
       await this.server.ready();
     }
@@ -193,7 +202,7 @@ export class Gateway {
     const graceful = drainTimeoutMs > 0;
     if (graceful) this.logger.info('stopping: draining in-flight events');
     // Stop taking Currents requests first, so nothing new arrives while the legs drain.
-    await this.server?.close();
+    await this.server?.closePublic();
     await Promise.all(this.loops.map((l) => l.stop(drainTimeoutMs).catch(() => undefined)));
     await this.monitor?.stop();
     if (graceful) await this.healthStore?.stop().catch(() => undefined);
@@ -201,6 +210,8 @@ export class Gateway {
     await this.brazeClient?.close().catch(() => undefined);
     if (graceful) this.dlqProducer?.close();
     await this.producer?.disconnect().catch(() => undefined);
+    // the admin port (metrics, readiness) stays up while draining, and goes last
+    await this.server?.close();
     if (graceful) this.logger.info('stopped');
   }
 }

@@ -1,4 +1,3 @@
-import type { FastifyInstance } from 'fastify';
 import type { Kafka, Producer } from 'kafkajs';
 import type { Clock } from './clock.js';
 import type { GatewayConfig } from './config/config.js';
@@ -8,7 +7,7 @@ import type { Logger } from './observability/logger.js';
 import type { Leg, Metrics } from './observability/metrics.js';
 import type { ConnectorHealth, HealthRegistry } from './health/connector-health.js';
 import type { Expirable } from './health/health-monitor.js';
-import type { ReadinessCheck } from './server.js';
+import type { ReadinessCheck, SurfaceRoutes } from './server.js';
 
 /** What the gateway hands each flow so that it can build itself. */
 export interface LegContext {
@@ -32,8 +31,8 @@ export interface BuiltLeg {
   name: string;
   loops: ConsumerLoop[];
   readiness: ReadinessCheck[];
-  /** fastify plugins adding the flow's HTTP routes */
-  routes: Array<(app: FastifyInstance) => Promise<void> | void>;
+  /** the flow's HTTP routes, each declared public (vendor POSTs) or admin (status): see server.ts */
+  routes: SurfaceRoutes[];
   /** connectors the drop window watches */
   watched: Array<{ health: ConnectorHealth; leg: Expirable }>;
   /** events accepted and not yet finished */

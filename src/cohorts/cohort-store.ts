@@ -24,7 +24,7 @@ import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Logger } from '../observability/logger.js';
 import { describeError } from '../errors.js';
-import { MemberSet, MemberSetBuilder, applyChange, decodeMembersInto, encodeMembers } from './member-set.js';
+import { MemberSet, applyChange } from './member-set.js';
 
 export const CHUNK_MEMBERS = 20_000;
 
@@ -179,16 +179,23 @@ export class CohortStore {
     if (cached) return cached;
     const meta = this.getJson<SnapshotMeta>(`snap/${sync}/meta`);
     if (!meta || meta.v !== 1) return undefined;
-    const b = new MemberSetBuilder();
+    const parts: Buffer[] = [];
     for (let n = 0; n < meta.chunks; n++) {
       const rec = this.records.get(`snap/${sync}/g${meta.generation % 2}/${n}`);
       if (!rec || rec.length < 8 || rec.readUInt32BE(0) !== meta.generation || rec.readUInt32BE(4) !== n) {
         this.d.logger.error({ sync, generation: meta.generation, chunk: n }, 'cohort store: a snapshot chunk is missing; the sync starts from an empty snapshot (the next run re-sends the whole cohort)');
         return undefined;
       }
-      decodeMembersInto(inflateRawSync(rec.subarray(8)), b);
+      parts.push(inflateRawSync(rec.subarray(8)));
     }
-    let members = b.build();
+    // the chunks are consecutive slices of one set's packed members, in order
+    let members: MemberSet;
+    try {
+      members = MemberSet.fromPacked(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    } catch (err) {
+      this.d.logger.error({ sync, err: describeError(err) }, 'cohort store: the snapshot does not decode; the sync starts from an empty snapshot (the next run re-sends the whole cohort)');
+      return undefined;
+    }
     // push deltas applied after this generation was written, in order
     const deltas: PushDelta[] = [];
     for (const [k, v] of this.records) {
@@ -207,11 +214,12 @@ export class CohortStore {
   async saveSnapshot(sync: string, members: MemberSet, meta: Omit<SnapshotMeta, 'v' | 'generation' | 'chunks' | 'members' | 'deltaSeq'>): Promise<SnapshotMeta> {
     const prev = this.snapshot(sync)?.meta ?? this.getJson<SnapshotMeta>(`snap/${sync}/meta`);
     const generation = (prev?.generation ?? 0) + 1;
-    const chunks = Math.ceil(members.size / CHUNK_MEMBERS);
+    const bounds = members.splitOffsets(CHUNK_MEMBERS);
+    const chunks = bounds.length - 1;
     const parity = generation % 2;
     const messages: Array<{ key: string; value: Buffer | null }> = [];
     for (let n = 0; n < chunks; n++) {
-      const body = deflateRawSync(encodeMembers(members, n * CHUNK_MEMBERS, Math.min(members.size, (n + 1) * CHUNK_MEMBERS)), { level: 1 });
+      const body = deflateRawSync(members.data.subarray(bounds[n]!, bounds[n + 1]!), { level: 1 });
       const head = Buffer.alloc(8);
       head.writeUInt32BE(generation, 0);
       head.writeUInt32BE(n, 4);

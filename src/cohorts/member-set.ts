@@ -1,26 +1,29 @@
 /**
  * A cohort's membership as the Braze identifiers it was delivered under, in a compact form that
- * holds 2,000,000 members in a few tens of megabytes and diffs two of them in one linear pass.
+ * holds 2,000,000 members in about 15 bytes each and diffs two of them in one sequential pass.
  *
  * Each member is its identifier key (see cohort-identifiers.ts: `e:<external_id>`,
- * `a:<label>\u0000<name>`, ...), stored as UTF-8 in one byte buffer with an offset table. The
- * order is a sort key per member in a Float64Array: a 31-bit hash of the key times 2^22 plus the
- * member's position in the buffer, so a native typed-array sort (no comparator, no objects) puts
- * the members in hash order and still says where each one's bytes are. Two sets are diffed by
- * walking both in hash order; members whose hashes are equal are told apart by their bytes, so the
- * result is exact, collisions included.
+ * `a:<label>\u0000<name>`, ...) as UTF-8. A set is one byte array: the members, each as a varint
+ * length and its bytes, in the order of a 31-bit hash of the bytes (FNV-1a), plus a sparse index
+ * (the offset and hash of every 64th member) for lookups. Building sorts once with a native
+ * typed-array sort (hash * 2^22 + position in a Float64Array: no comparator, no objects); two sets
+ * are then diffed by walking both in hash order, computing each member's hash as it goes, and
+ * members whose hashes are equal are told apart by their bytes, so the result is exact, collisions
+ * included. The same bytes are the wire form: the snapshot store writes slices of them.
  *
  * Keying by the delivered identifier rather than by amplitude_id is what makes pull and push share
  * one snapshot (the webhook carries user ids, not amplitude ids) and makes an identification fall
- * out of the diff: a member seen under `a:amplitude_device_id\0dev-1` last time and under
+ * out of the diff: a member seen under `a:amplitude_device_id\u0000dev-1` last time and under
  * `e:u-1` now is one add and one remove, exactly what Braze needs.
  */
 
-/** members per set: the position must fit the sort key's low 22 bits */
+/** members per set: a position must fit the sort key's low 22 bits */
 export const MAX_MEMBERS = 1 << 22;
 const POS = 2 ** 22;
+/** one index entry per this many members */
+const STRIDE = 64;
 
-/** FNV-1a over the UTF-8 bytes, folded to 31 bits. */
+/** FNV-1a over the bytes, folded to 31 bits. */
 function hashBytes(b: Uint8Array, from: number, to: number): number {
   let h = 0x811c9dc5;
   for (let i = from; i < to; i++) {
@@ -39,24 +42,93 @@ function bytesEqual(a: Uint8Array, af: number, at: number, b: Uint8Array, bf: nu
   return true;
 }
 
+function varintSize(n: number): number {
+  return n < 128 ? 1 : n < 16384 ? 2 : 3;
+}
+
+/** A cursor over packed members: the current member's bytes are data[from..to), its hash `hash`. */
+class Cursor {
+  from = 0;
+  to = 0;
+  hash = -1;
+  /** index of the current member */
+  i = -1;
+  private next = 0;
+
+  constructor(private readonly data: Uint8Array) {}
+
+  /** moves to the next member; false at the end */
+  advance(): boolean {
+    const d = this.data;
+    let r = this.next;
+    if (r >= d.length) {
+      this.hash = -1;
+      return false;
+    }
+    let len = 0;
+    let shift = 0;
+    for (;;) {
+      const b = d[r++]!;
+      len |= (b & 127) << shift;
+      if (b < 128) break;
+      shift += 7;
+    }
+    this.from = r;
+    this.to = r + len;
+    this.next = this.to;
+    this.hash = hashBytes(d, this.from, this.to);
+    this.i++;
+    return true;
+  }
+
+  /** the offset where the current member's length prefix starts */
+  get start(): number {
+    return this.from - varintSize(this.to - this.from);
+  }
+
+  seek(offset: number, index: number): void {
+    this.next = offset;
+    this.i = index - 1;
+  }
+}
+
 export class MemberSet {
-  /** use MemberSetBuilder, MemberSet.of or MemberSet.fromParts: `order` must be finish()'s output */
+  /** use MemberSetBuilder, MemberSet.of or MemberSet.fromPacked */
   constructor(
-    /** UTF-8 bytes of every member key, back to back */
-    readonly bytes: Uint8Array,
-    /** member i's bytes are bytes[offsets[i] .. offsets[i+1]) */
-    readonly offsets: Uint32Array,
-    /** hash * 2^22 + position, ascending */
-    readonly order: Float64Array,
+    /** the members, each a varint length and its UTF-8 bytes, in hash order, no duplicates */
+    readonly data: Uint8Array,
+    readonly size: number,
+    /** byte offset of members 0, 64, 128, ... */
+    private readonly index: Uint32Array,
+    /** their hashes */
+    private readonly indexHash: Uint32Array,
   ) {}
 
   static empty(): MemberSet {
-    return new MemberSet(new Uint8Array(0), new Uint32Array(1), new Float64Array(0));
+    return new MemberSet(new Uint8Array(0), 0, new Uint32Array(0), new Uint32Array(0));
   }
 
-  /** from raw parts (decoding a snapshot): keys in any order, duplicates dropped */
-  static fromParts(bytes: Uint8Array, offsets: Uint32Array): MemberSet {
-    return finish(bytes, offsets, offsets.length - 1);
+  /**
+   * From packed members already in hash order (the store's chunks, concatenated). Checks the
+   * framing and the order; duplicates are not expected there (a set never writes them).
+   */
+  static fromPacked(data: Uint8Array): MemberSet {
+    const c = new Cursor(data);
+    const idx: number[] = [];
+    const idxHash: number[] = [];
+    let prev = -1;
+    let n = 0;
+    while (c.advance()) {
+      if (c.to > data.length) throw new Error('truncated member data');
+      if (c.hash < prev) throw new Error('member data out of order');
+      prev = c.hash;
+      if (n % STRIDE === 0) {
+        idx.push(c.start);
+        idxHash.push(c.hash);
+      }
+      n++;
+    }
+    return new MemberSet(data, n, Uint32Array.from(idx), Uint32Array.from(idxHash));
   }
 
   static of(keys: Iterable<string>): MemberSet {
@@ -65,44 +137,49 @@ export class MemberSet {
     return b.build();
   }
 
-  get size(): number {
-    return this.order.length;
-  }
-
-  /** the key of the member at sorted index i */
-  keyAt(i: number): string {
-    const p = this.order[i]! % POS;
-    return decoder.decode(this.bytes.subarray(this.offsets[p]!, this.offsets[p + 1]!));
-  }
-
   *keys(): IterableIterator<string> {
-    for (let i = 0; i < this.order.length; i++) yield this.keyAt(i);
+    const c = new Cursor(this.data);
+    while (c.advance()) yield decoder.decode(this.data.subarray(c.from, c.to));
   }
 
   has(key: string): boolean {
     const kb = encoder.encode(key);
     const h = hashBytes(kb, 0, kb.length);
-    // first index whose hash is >= h
+    // the last index entry whose hash is below h: equal hashes may start in the block before
     let lo = 0;
-    let hi = this.order.length;
-    const target = h * POS;
+    let hi = this.indexHash.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.order[mid]! < target) lo = mid + 1;
+      if (this.indexHash[mid]! < h) lo = mid + 1;
       else hi = mid;
     }
-    for (let i = lo; i < this.order.length; i++) {
-      const v = this.order[i]!;
-      if (Math.floor(v / POS) !== h) break;
-      const p = v % POS;
-      if (bytesEqual(this.bytes, this.offsets[p]!, this.offsets[p + 1]!, kb, 0, kb.length)) return true;
+    const block = Math.max(0, lo - 1);
+    if (this.index.length === 0) return false;
+    const c = new Cursor(this.data);
+    c.seek(this.index[block]!, block * STRIDE);
+    while (c.advance()) {
+      if (c.hash > h) return false;
+      if (c.hash === h && bytesEqual(this.data, c.from, c.to, kb, 0, kb.length)) return true;
     }
     return false;
   }
 
   /** bytes this set holds (for the memory figures) */
   get byteSize(): number {
-    return this.bytes.byteLength + this.offsets.byteLength + this.order.byteLength;
+    return this.data.byteLength + this.index.byteLength + this.indexHash.byteLength;
+  }
+
+  /** byte offsets that split the set into pieces of at most `members` members (for chunked storage) */
+  splitOffsets(members: number): number[] {
+    const out = [0];
+    const c = new Cursor(this.data);
+    let n = 0;
+    while (c.advance()) {
+      n++;
+      if (n % members === 0 && c.to < this.data.length) out.push(c.to);
+    }
+    if (this.data.length > 0) out.push(this.data.length);
+    return out;
   }
 }
 
@@ -121,11 +198,7 @@ export class MemberSetBuilder {
     if (this.n + 1 >= MAX_MEMBERS) throw new Error(`a cohort snapshot holds at most ${MAX_MEMBERS - 1} members`);
     // worst case 3 bytes per UTF-16 unit
     const need = this.used + key.length * 3;
-    if (need > this.bytes.length) {
-      const next = new Uint8Array(Math.max(need, this.bytes.length * 2));
-      next.set(this.bytes.subarray(0, this.used));
-      this.bytes = next;
-    }
+    if (need > this.bytes.length) this.grow(need);
     const { written } = encoder.encodeInto(key, this.bytes.subarray(this.used));
     this.addRaw(written);
   }
@@ -134,16 +207,19 @@ export class MemberSetBuilder {
   addBytes(src: Uint8Array, from: number, to: number): void {
     if (this.n + 1 >= MAX_MEMBERS) throw new Error(`a cohort snapshot holds at most ${MAX_MEMBERS - 1} members`);
     const len = to - from;
-    if (this.used + len > this.bytes.length) {
-      const next = new Uint8Array(Math.max(this.used + len, this.bytes.length * 2));
-      next.set(this.bytes.subarray(0, this.used));
-      this.bytes = next;
-    }
+    if (this.used + len > this.bytes.length) this.grow(this.used + len);
     this.bytes.set(src.subarray(from, to), this.used);
     this.addRaw(len);
   }
 
+  private grow(need: number): void {
+    const next = new Uint8Array(Math.max(need, Math.ceil(this.bytes.length * 1.5)));
+    next.set(this.bytes.subarray(0, this.used));
+    this.bytes = next;
+  }
+
   private addRaw(len: number): void {
+    if (len >= 1 << 21) throw new Error('a member key this long is not an identifier');
     if (this.n + 2 > this.offsets.length) {
       const next = new Uint32Array(this.offsets.length * 2);
       next.set(this.offsets);
@@ -156,24 +232,24 @@ export class MemberSetBuilder {
   }
 
   build(): MemberSet {
-    const bytes = this.bytes.slice(0, this.used);
-    const offsets = this.offsets.slice(0, this.n + 1);
+    const bytes = this.bytes;
+    const offsets = this.offsets;
+    const n = this.n;
     this.bytes = new Uint8Array(0);
     this.offsets = new Uint32Array(1);
     this.n = 0;
     this.used = 0;
-    return finish(bytes, offsets, offsets.length - 1);
+    return finish(bytes, offsets, n);
   }
 }
-
-const make = (bytes: Uint8Array, offsets: Uint32Array, order: Float64Array): MemberSet => new MemberSet(bytes, offsets, order);
 
 function finish(bytes: Uint8Array, offsets: Uint32Array, n: number): MemberSet {
   const order = new Float64Array(n);
   for (let i = 0; i < n; i++) order[i] = hashBytes(bytes, offsets[i]!, offsets[i + 1]!) * POS + i;
   order.sort();
-  // drop duplicates: equal keys have equal hashes, so they sit in one run of equal hashes
+  // drop duplicates (equal keys have equal hashes, so they sit in one run), size the packed form
   let w = 0;
+  let size = 0;
   for (let i = 0; i < n; i++) {
     const v = order[i]!;
     const h = Math.floor(v / POS);
@@ -188,15 +264,40 @@ function finish(bytes: Uint8Array, offsets: Uint32Array, n: number): MemberSet {
         break;
       }
     }
-    if (!dup) order[w++] = v;
+    if (dup) continue;
+    order[w++] = v;
+    const len = offsets[p + 1]! - offsets[p]!;
+    size += varintSize(len) + len;
   }
-  return make(bytes, offsets, w === n ? order : order.slice(0, w));
+  const data = new Uint8Array(size);
+  const index = new Uint32Array(Math.ceil(w / STRIDE));
+  const indexHash = new Uint32Array(index.length);
+  let o = 0;
+  for (let k = 0; k < w; k++) {
+    const v = order[k]!;
+    const p = v % POS;
+    const a = offsets[p]!;
+    const len = offsets[p + 1]! - a;
+    if (k % STRIDE === 0) {
+      index[k / STRIDE] = o;
+      indexHash[k / STRIDE] = Math.floor(v / POS);
+    }
+    let x = len;
+    while (x >= 128) {
+      data[o++] = (x & 127) | 128;
+      x >>>= 7;
+    }
+    data[o++] = x;
+    data.set(bytes.subarray(a, a + len), o);
+    o += len;
+  }
+  return new MemberSet(data, w, index, indexHash);
 }
 
 export interface MemberDiff {
-  /** sorted indexes into `current` of members not in `previous` */
+  /** ascending positions (in hash order) in `current` of members not in `previous` */
   adds: Uint32Array;
-  /** sorted indexes into `previous` of members not in `current` */
+  /** ascending positions in `previous` of members not in `current` */
   removes: Uint32Array;
   /** members in both */
   unchanged: number;
@@ -214,130 +315,129 @@ class U32List {
     this.a[this.n++] = v;
   }
   done(): Uint32Array {
-    return this.a.slice(0, this.n);
+    const out = this.a.slice(0, this.n);
+    out.sort();
+    return out;
   }
 }
 
-/** adds = current − previous, removes = previous − current, in one pass over both sets in hash order. */
+/** adds = current − previous, removes = previous − current, in one sequential pass over both. */
 export function diffMembers(previous: MemberSet, current: MemberSet): MemberDiff {
-  const po = previous.order;
-  const co = current.order;
-  const pb = previous.bytes;
-  const cb = current.bytes;
-  const poff = previous.offsets;
-  const coff = current.offsets;
+  const pd = previous.data;
+  const cd = current.data;
+  const p = new Cursor(pd);
+  const c = new Cursor(cd);
   const adds = new U32List();
   const removes = new U32List();
   let unchanged = 0;
-  let i = 0;
-  let j = 0;
-  while (i < po.length && j < co.length) {
-    const hp = Math.floor(po[i]! / POS);
-    const hc = Math.floor(co[j]! / POS);
-    if (hp < hc) {
-      removes.push(i++);
+  p.advance();
+  c.advance();
+  // members of one run of equal hashes, when a side has more than one (rare: a 31-bit collision)
+  const runP: Array<[number, number, number]> = [];
+  const runC: Array<[number, number, number]> = [];
+  while (p.hash >= 0 && c.hash >= 0) {
+    if (p.hash < c.hash) {
+      removes.push(p.i);
+      p.advance();
       continue;
     }
-    if (hc < hp) {
-      adds.push(j++);
+    if (c.hash < p.hash) {
+      adds.push(c.i);
+      c.advance();
       continue;
     }
-    // one run of equal hashes on each side: almost always one member each
-    let i2 = i + 1;
-    while (i2 < po.length && Math.floor(po[i2]! / POS) === hp) i2++;
-    let j2 = j + 1;
-    while (j2 < co.length && Math.floor(co[j2]! / POS) === hc) j2++;
-    if (i2 - i === 1 && j2 - j === 1) {
-      const p = po[i]! % POS;
-      const c = co[j]! % POS;
-      if (bytesEqual(pb, poff[p]!, poff[p + 1]!, cb, coff[c]!, coff[c + 1]!)) unchanged++;
+    const h = p.hash;
+    runP.length = 0;
+    runC.length = 0;
+    do runP.push([p.from, p.to, p.i]);
+    while (p.advance() && p.hash === h);
+    do runC.push([c.from, c.to, c.i]);
+    while (c.advance() && c.hash === h);
+    if (runP.length === 1 && runC.length === 1) {
+      const [pf, pt, pi] = runP[0]!;
+      const [cf, ct, ci] = runC[0]!;
+      if (bytesEqual(pd, pf, pt, cd, cf, ct)) unchanged++;
       else {
-        removes.push(i);
-        adds.push(j);
+        removes.push(pi);
+        adds.push(ci);
       }
-    } else {
-      const matched = new Set<number>();
-      for (let y = j; y < j2; y++) {
-        const c = co[y]! % POS;
-        let found = false;
-        for (let x = i; x < i2; x++) {
-          if (matched.has(x)) continue;
-          const p = po[x]! % POS;
-          if (bytesEqual(pb, poff[p]!, poff[p + 1]!, cb, coff[c]!, coff[c + 1]!)) {
-            matched.add(x);
-            found = true;
-            break;
-          }
-        }
-        if (found) unchanged++;
-        else adds.push(y);
-      }
-      for (let x = i; x < i2; x++) if (!matched.has(x)) removes.push(x);
+      continue;
     }
-    i = i2;
-    j = j2;
+    const matched = new Set<number>();
+    for (const [cf, ct, ci] of runC) {
+      let found = false;
+      for (let x = 0; x < runP.length; x++) {
+        if (matched.has(x)) continue;
+        const [pf, pt] = runP[x]!;
+        if (bytesEqual(pd, pf, pt, cd, cf, ct)) {
+          matched.add(x);
+          found = true;
+          break;
+        }
+      }
+      if (found) unchanged++;
+      else adds.push(ci);
+    }
+    for (let x = 0; x < runP.length; x++) if (!matched.has(x)) removes.push(runP[x]![2]);
   }
-  while (i < po.length) removes.push(i++);
-  while (j < co.length) adds.push(j++);
+  while (p.hash >= 0) {
+    removes.push(p.i);
+    p.advance();
+  }
+  while (c.hash >= 0) {
+    adds.push(c.i);
+    c.advance();
+  }
   return { adds: adds.done(), removes: removes.done(), unchanged };
 }
 
+/** the members of `set` at the given ascending positions, as keys */
+export function keysAt(set: MemberSet, positions: Uint32Array): string[] {
+  const out = new Array<string>(positions.length);
+  if (positions.length === 0) return out;
+  const c = new Cursor(set.data);
+  let k = 0;
+  while (k < positions.length && c.advance()) {
+    if (c.i === positions[k]) out[k++] = decoder.decode(set.data.subarray(c.from, c.to));
+  }
+  return out;
+}
+
 /**
- * (base − removed) ∪ added: the snapshot after a change Braze accepted. `added` and `removed` are
- * keys; a key in both ends up added (the later change wins where the caller orders them so).
+ * (base − removed) ∪ added: the snapshot after a change Braze accepted. A key in both ends up in
+ * the set.
  */
 export function applyChange(base: MemberSet, added: Iterable<string>, removed: Iterable<string>): MemberSet {
   const rem = MemberSet.of(removed);
   const b = new MemberSetBuilder();
-  for (let i = 0; i < base.order.length; i++) {
-    const p = base.order[i]! % POS;
-    const from = base.offsets[p]!;
-    const to = base.offsets[p + 1]!;
-    if (rem.size > 0 && rem.has(decoder.decode(base.bytes.subarray(from, to)))) continue;
-    b.addBytes(base.bytes, from, to);
+  if (rem.size === 0) {
+    const c = new Cursor(base.data);
+    while (c.advance()) b.addBytes(base.data, c.from, c.to);
+  } else {
+    const d = diffMembers(rem, base); // adds: the base members not removed
+    let k = 0;
+    const c = new Cursor(base.data);
+    while (k < d.adds.length && c.advance()) {
+      if (c.i === d.adds[k]) {
+        b.addBytes(base.data, c.from, c.to);
+        k++;
+      }
+    }
   }
-  for (const k of added) b.add(k);
+  for (const key of added) b.add(key);
   return b.build();
 }
 
-/** the members of `set` at the given sorted indexes, as keys */
-export function keysAt(set: MemberSet, indexes: Uint32Array): string[] {
-  const out = new Array<string>(indexes.length);
-  for (let k = 0; k < indexes.length; k++) out[k] = set.keyAt(indexes[k]!);
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------
-// Wire form: the keys in sorted order, each as a varint length then its bytes; chunked by the
-// store so no record approaches Kafka's message size limits.
+// Wire form: slices of the packed data (members in hash order), chunked by the store.
 
-/** Encodes members [from, to) of the set, in sorted order. */
+/** The packed bytes of members [from, to) in hash order. */
 export function encodeMembers(set: MemberSet, from: number, to: number): Uint8Array {
-  let size = 0;
-  for (let i = from; i < to; i++) {
-    const p = set.order[i]! % POS;
-    const len = set.offsets[p + 1]! - set.offsets[p]!;
-    size += len + (len < 128 ? 1 : len < 16384 ? 2 : 3);
-  }
-  const out = new Uint8Array(size);
-  let w = 0;
-  for (let i = from; i < to; i++) {
-    const p = set.order[i]! % POS;
-    const a = set.offsets[p]!;
-    const len = set.offsets[p + 1]! - a;
-    let v = len;
-    while (v >= 128) {
-      out[w++] = (v & 127) | 128;
-      v >>>= 7;
-    }
-    out[w++] = v;
-    out.set(set.bytes.subarray(a, a + len), w);
-    w += len;
-  }
-  return out;
+  const offs = set.splitOffsets(1);
+  return set.data.subarray(offs[from] ?? set.data.length, offs[to] ?? set.data.length);
 }
 
-/** Adds every member of an encoded chunk to the builder. */
+/** Adds every member of an encoded chunk to the builder (for chunks whose order is not trusted). */
 export function decodeMembersInto(chunk: Uint8Array, into: MemberSetBuilder): number {
   let r = 0;
   let n = 0;

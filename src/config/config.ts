@@ -9,6 +9,7 @@ import {
 } from '../amplitude-to-braze/mapping-config.js';
 import { readCohortSettings, readNotifySettings, type CohortSettings, type NotifySettings } from '../cohorts/cohort-config.js';
 import type { CohortIdRule } from '../cohorts/cohort-identifiers.js';
+import { readHttpSettings, type HttpSettings } from '../http/http-config.js';
 
 export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -147,7 +148,7 @@ export interface GatewayConfig {
   inbound: InboundSettings;
   limits: LimitSettings;
   health: HealthSettings;
-  http: { port: number; host: string };
+  http: HttpSettings;
   logLevel: LogLevel;
   /** undefined unless COHORT_SYNCS and the Braze credentials are set */
   cohorts?: CohortSettings;
@@ -212,10 +213,7 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     rejectionPercent: r.int('HEALTH_REJECTION_PERCENT', { path: 'health.rejectionPercent', default: 50, min: 1, max: 100, doc: 'a connector whose destination rejected at least this share (percent) of the events it finished in the window is degraded' }),
     rejectionMinEvents: r.int('HEALTH_REJECTION_MIN_EVENTS', { path: 'health.rejectionMinEvents', default: 20, min: 1, doc: 'fewer finished events than this in the window never make a connector degraded' }),
   };
-  const http = {
-    port: r.int('HTTP_PORT', { path: 'http.port', default: 8080, min: 0, max: 65535, doc: 'port of /currents, /metrics, /healthz, /readyz, /connectors' }),
-    host: r.string('HTTP_HOST', { path: 'http.host', default: '0.0.0.0', doc: 'address the HTTP server binds to' }),
-  };
+  const http = readHttpSettings(r);
   const logLevel = r.oneOf('LOG_LEVEL', {
     path: 'logLevel',
     values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const,

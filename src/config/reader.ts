@@ -51,6 +51,23 @@ export function loadYamlFile(file: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+/** `KAFKA_SASL_PASSWORD_FILE` names a file holding `KAFKA_SASL_PASSWORD`; every secret setting has one. */
+export const SECRET_FILE_SUFFIX = '_FILE';
+
+/** A secret file's content without its trailing line break(s), or why it cannot be used. */
+function readSecretFile(file: string): string | { problem: string } {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { problem: `cannot read ${file}${code ? ` (${code})` : ''}` };
+  }
+  const value = text.replace(/[\r\n]+$/, '');
+  if (value === '') return { problem: `${file} is empty` };
+  return value;
+}
+
 export class SettingsReader {
   readonly problems: string[] = [];
   readonly docs: SettingDoc[] = [];
@@ -60,12 +77,34 @@ export class SettingsReader {
     private readonly yaml: Record<string, unknown> = {},
   ) {}
 
-  /** The raw value from the environment or the YAML file, and where it came from. */
-  private raw(env: string, path: string): { value: unknown; from: string } | undefined {
+  /**
+   * The raw value from the environment or the YAML file, and where it came from. A secret setting
+   * also takes `NAME_FILE`, the path of a file holding the value (the Docker and Kubernetes
+   * secrets convention): read here, once, with its trailing newline trimmed. Setting both is a
+   * mistake worth stopping for. Problems name the file, never its content.
+   */
+  private raw(env: string, c: Common): { value: unknown; from: string } | undefined {
     const e = this.env[env];
-    if (e !== undefined && e !== '') return { value: e, from: env };
-    const y = this.yamlAt(path);
-    if (y !== undefined && y !== null) return { value: y, from: `${path} (GATEWAY_CONFIG)` };
+    const given = e !== undefined && e !== '';
+    if (c.secret) {
+      const fileEnv = `${env}${SECRET_FILE_SUFFIX}`;
+      const file = this.env[fileEnv];
+      if (file !== undefined && file !== '') {
+        if (given) {
+          this.fail(env, `is set and so is ${fileEnv}: set one of them`);
+          return undefined;
+        }
+        const value = readSecretFile(file);
+        if (typeof value !== 'string') {
+          this.fail(fileEnv, value.problem);
+          return undefined;
+        }
+        return { value, from: fileEnv };
+      }
+    }
+    if (given) return { value: e, from: env };
+    const y = this.yamlAt(c.path);
+    if (y !== undefined && y !== null) return { value: y, from: `${c.path} (GATEWAY_CONFIG)` };
     return undefined;
   }
 
@@ -97,7 +136,7 @@ export class SettingsReader {
   string(env: string, c: Common & { default?: undefined; required?: boolean }): string | undefined;
   string(env: string, c: Common & { default?: string; required?: boolean }): string | undefined {
     this.doc(env, c, 'string', c.default);
-    const r = this.raw(env, c.path);
+    const r = this.raw(env, c);
     if (!r) {
       if (c.required) this.fail(env, 'is required');
       return c.default;
@@ -109,9 +148,11 @@ export class SettingsReader {
     return String(r.value);
   }
 
-  int(env: string, c: Common & { default: number; min?: number; max?: number }): number {
+  int(env: string, c: Common & { default: number; min?: number; max?: number }): number;
+  int(env: string, c: Common & { default?: undefined; min?: number; max?: number }): number | undefined;
+  int(env: string, c: Common & { default?: number; min?: number; max?: number }): number | undefined {
     this.doc(env, c, 'integer', c.default);
-    const r = this.raw(env, c.path);
+    const r = this.raw(env, c);
     if (!r) return c.default;
     const n = typeof r.value === 'number' ? r.value : Number(String(r.value).trim());
     if (!Number.isInteger(n)) {
@@ -127,7 +168,7 @@ export class SettingsReader {
   bool(env: string, c: Common & { default?: undefined }): boolean | undefined;
   bool(env: string, c: Common & { default?: boolean }): boolean | undefined {
     this.doc(env, c, 'boolean', c.default);
-    const r = this.raw(env, c.path);
+    const r = this.raw(env, c);
     if (!r) return c.default;
     if (typeof r.value === 'boolean') return r.value;
     const s = String(r.value).trim().toLowerCase();
@@ -141,7 +182,7 @@ export class SettingsReader {
   oneOf<T extends string>(env: string, c: Common & { values: readonly T[]; default?: undefined; caseInsensitive?: boolean }): T | undefined;
   oneOf<T extends string>(env: string, c: Common & { values: readonly T[]; default?: T; caseInsensitive?: boolean }): T | undefined {
     this.doc(env, c, c.values.join(' \\| '), c.default);
-    const r = this.raw(env, c.path);
+    const r = this.raw(env, c);
     if (!r) return c.default;
     const s = String(r.value).trim();
     const found = c.values.find((v) => (c.caseInsensitive ? v.toLowerCase() === s.toLowerCase() : v === s));
@@ -155,7 +196,7 @@ export class SettingsReader {
   /** comma-separated in the environment, a list or a comma-separated string in YAML */
   list(env: string, c: Common & { default: string[] }): string[] {
     this.doc(env, c, 'list', c.default);
-    const r = this.raw(env, c.path);
+    const r = this.raw(env, c);
     if (!r) return c.default;
     const items = Array.isArray(r.value) ? r.value.map(String) : String(r.value).split(',');
     return items.map((s) => s.trim()).filter((s) => s.length > 0);
@@ -163,7 +204,7 @@ export class SettingsReader {
 
   url(env: string, c: Common & { default?: string; required?: boolean }): string | undefined {
     this.doc(env, c, 'URL', c.default);
-    const r = this.raw(env, c.path);
+    const r = this.raw(env, c);
     const typed = r ? String(r.value).trim() : c.default;
     if (typed === undefined) {
       if (c.required) this.fail(env, 'is required');
@@ -175,7 +216,8 @@ export class SettingsReader {
       const u = new URL(value);
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');
     } catch {
-      this.fail(r?.from ?? env, `must be an http(s) URL, got ${JSON.stringify(value)}`);
+      // a secret URL (a webhook with its token in the path) is never echoed back
+      this.fail(r?.from ?? env, c.secret ? 'must be an http(s) URL' : `must be an http(s) URL, got ${JSON.stringify(value)}`);
       return undefined;
     }
     return value.replace(/\/+$/, '');

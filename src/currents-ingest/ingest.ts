@@ -2,6 +2,7 @@ import type { Producer } from 'kafkajs';
 import type { BuiltLeg, LegContext } from '../leg.js';
 import { BatchingProducer } from '../kafka/batching-producer.js';
 import { currentsRoute } from './currents-route.js';
+import { publicRoutes } from '../server.js';
 
 /** POST /currents → Kafka, when CURRENTS_TOKEN is set. */
 export async function buildCurrentsIngest(ctx: LegContext): Promise<BuiltLeg | undefined> {
@@ -29,7 +30,7 @@ export async function buildCurrentsIngest(ctx: LegContext): Promise<BuiltLeg | u
     loops: [],
     readiness: [],
     routes: [
-      currentsRoute({
+      publicRoutes(currentsRoute({
         settings: config.currents,
         topic: config.topics.brazeCurrents,
         producer: batcher,
@@ -39,7 +40,7 @@ export async function buildCurrentsIngest(ctx: LegContext): Promise<BuiltLeg | u
         logger: logger.child({ component: 'currents' }),
         clock: ctx.clock,
         kafkaUp: () => ctx.kafkaUp(),
-      }),
+      })),
     ],
     watched: [],
     pending: () => 0,

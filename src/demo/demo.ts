@@ -1,6 +1,8 @@
 import { Kafka, logLevel } from 'kafkajs';
 import { request } from 'undici';
 import { loadConfig } from '../config/config.js';
+import { choosePort } from '../http/free-port.js';
+import { GATEWAY_PARTITIONER } from '../kafka/client.js';
 import { Gateway } from '../gateway.js';
 import { MockClusterUnavailableError, startMockCluster, type MockCluster } from './mock-cluster.js';
 import { startBrazeStandIn } from './standins/braze.js';
@@ -79,6 +81,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     // the demo mixes in poison messages on purpose; their warnings would bury the progress line
     LOG_LEVEL: 'error',
     HTTP_PORT: '8080',
+    // the demo is for this machine: loopback unless HTTP_HOST says otherwise
+    HTTP_HOST: '127.0.0.1',
     ...process.env,
     KAFKA_BROKERS: brokers,
     KAFKA_GROUP_ID: process.env.KAFKA_GROUP_ID ?? `demo-${Date.now()}`,
@@ -87,7 +91,21 @@ export async function runDemo(argv: string[]): Promise<number> {
     AMPLITUDE_API_KEY: AMPLITUDE_KEY,
     AMPLITUDE_HTTP_API_URL: amplitude.url,
     CURRENTS_TOKEN,
+    // the demo's own credentials win over any *_FILE in the environment
+    BRAZE_API_KEY_FILE: undefined,
+    AMPLITUDE_API_KEY_FILE: undefined,
+    CURRENTS_TOKEN_FILE: undefined,
   });
+  // 8080 is often taken on a developer's machine: take a free port instead, and say which.
+  for (const [which, setting] of [['port', 'HTTP_PORT'], ['adminPort', 'ADMIN_HTTP_PORT']] as const) {
+    const wanted = config.http[which];
+    if (wanted === undefined) continue;
+    const chosen = await choosePort(wanted, which === 'port' ? config.http.host : config.http.adminHost);
+    if (chosen.moved) {
+      out(`port ${wanted} is taken: the gateway listens on port ${chosen.port} instead (${setting} chooses another)`);
+      config.http[which] = chosen.port;
+    }
+  }
   const gateway = new Gateway({ config, logger: createLogger(config.logLevel) });
   try {
     await gateway.start();
@@ -98,11 +116,12 @@ export async function runDemo(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  out(`gateway up: ${gateway.address}/metrics, /connectors, /readyz`);
+  out(gateway.adminAddress === gateway.address ? `gateway up: ${gateway.address}/metrics, /connectors, /readyz` : `gateway up: ${gateway.address}/currents; ${gateway.adminAddress}/metrics, /connectors, /readyz`);
 
   // Outbound traffic: sample Amplitude events, with a few poison and Braze-originated ones mixed in.
   const kafka = new Kafka({ clientId: 'demo-traffic', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
-  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  // keyed by identity and partitioned like the Java client, as producers of amplitude.events should be
+  const producer = kafka.producer({ allowAutoTopicCreation: true, createPartitioner: GATEWAY_PARTITIONER });
   await producer.connect();
   const started = Date.now();
   let poison = 0;
@@ -180,7 +199,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   await printSummary(gateway, { braze: braze.received.events.length, brazeAttributes: braze.received.attributes.length, brazePurchases: braze.received.purchases.length, amplitude: amplitude.received.length, amplitudeUnique: amplitude.uniqueInsertIds, seconds: (Date.now() - started) / 1000, answered503 }, out);
 
   if (args.keep) {
-    out(`\nstill running (--keep): ${gateway.address}/metrics  ${gateway.address}/connectors  — Ctrl-C to stop`);
+    out(`\nstill running (--keep): ${gateway.adminAddress}/metrics  ${gateway.adminAddress}/connectors  — Ctrl-C to stop`);
     await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
   }
   await gateway.stop(10_000);
@@ -222,5 +241,5 @@ async function printSummary(
     const since = s.secondsSinceLastSuccess !== undefined ? `${s.secondsSinceLastSuccess.toFixed(1)} s since last success` : 'no success yet';
     out(`  ${s.name.padEnd(10)} ${s.state.padEnd(9)} ${since}, ${s.pending} pending, ${s.delivered} delivered${s.lastErrorClass ? `, last error ${s.lastErrorClass}` : ''}`);
   }
-  out(`metrics: ${gateway.address}/metrics (run with --keep to browse them)`);
+  out(`metrics: ${gateway.adminAddress}/metrics (run with --keep to browse them)`);
 }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Kafka, logLevel as KafkaLogLevel, type KafkaConfig, type LogEntry, type SASLOptions } from 'kafkajs';
+import { Kafka, Partitioners, logLevel as KafkaLogLevel, type KafkaConfig, type LogEntry, type Producer, type ProducerConfig, type SASLOptions } from 'kafkajs';
 import type { KafkaSettings } from '../config/config.js';
 import type { Logger } from '../observability/logger.js';
 
@@ -37,6 +37,24 @@ export function kafkaConfig(settings: KafkaSettings, logger: Logger, clientSuffi
   };
 }
 
+/**
+ * The partitioner every producer of the gateway uses, chosen explicitly (which is also what keeps
+ * KafkaJS from warning that its default changed in v2). `DefaultPartitioner` hashes a message key
+ * with murmur2 exactly as the Java client's default partitioner does, so a key lands on the same
+ * partition whichever client wrote it: producers of `amplitude.events` (often Java or librdkafka
+ * with `murmur2_random`) and the gateway's own writes keep each identity on one partition, which
+ * is what per-key order and the in-memory per-device limits rest on. (`LegacyPartitioner` is
+ * KafkaJS 1.x's, which does not match the Java client.)
+ */
+export const GATEWAY_PARTITIONER = Partitioners.DefaultPartitioner;
+
+/** A kafkajs client whose producers use GATEWAY_PARTITIONER unless told otherwise. */
+export class GatewayKafka extends Kafka {
+  override producer(config: ProducerConfig = {}): Producer {
+    return super.producer({ ...config, createPartitioner: config.createPartitioner ?? GATEWAY_PARTITIONER });
+  }
+}
+
 export function createKafka(settings: KafkaSettings, logger: Logger, clientSuffix = ''): Kafka {
-  return new Kafka(kafkaConfig(settings, logger, clientSuffix));
+  return new GatewayKafka(kafkaConfig(settings, logger, clientSuffix));
 }

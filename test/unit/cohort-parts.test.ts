@@ -103,6 +103,20 @@ describe('MemberSet', () => {
     expect(() => decodeMembersInto(new Uint8Array([5, 65]), new MemberSetBuilder())).toThrow(/truncated/);
   });
 
+  it('finds every member of a large set (sparse index) and survives being split and joined again', () => {
+    const ks = keys(5_000);
+    const s = MemberSet.of(ks);
+    expect(ks.every((k) => s.has(k))).toBe(true);
+    expect(keys(200, 10_000).some((k) => s.has(k))).toBe(false);
+    const offs = s.splitOffsets(1_000);
+    expect(offs).toHaveLength(6);
+    const joined = MemberSet.fromPacked(Buffer.concat(offs.slice(1).map((o, i) => s.data.subarray(offs[i]!, o))));
+    expect(joined.size).toBe(5_000);
+    expect(diffMembers(s, joined).unchanged).toBe(5_000);
+    expect(s.byteSize).toBeLessThan(5_000 * 16);
+    expect(() => MemberSet.fromPacked(new Uint8Array([3, 65]))).toThrow(/truncated/);
+  });
+
   it('keeps non-ASCII keys intact', () => {
     const s = MemberSet.of(['e:ünïcødé-用户', 'e:x']);
     expect([...s.keys()].sort()).toEqual(['e:x', 'e:ünïcødé-用户']);

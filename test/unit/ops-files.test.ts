@@ -120,6 +120,7 @@ const ENV_VARS = [
   'OUTBOUND_REVENUE_AS', 'OUTBOUND_DEFAULT_CURRENCY',
   'AMPLITUDE_API_KEY', 'AMPLITUDE_SECRET_KEY', 'AMPLITUDE_REGION', 'AMPLITUDE_HTTP_API_URL', 'AMPLITUDE_API_URL',
   'CURRENTS_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'LOG_LEVEL', 'GATEWAY_CONFIG',
+  'ADMIN_HTTP_PORT', 'ADMIN_HTTP_HOST', 'HTTPS_CERT_FILE', 'HTTPS_KEY_FILE',
 ];
 const SECRETS = ['KAFKA_SASL_PASSWORD', 'BRAZE_API_KEY', 'AMPLITUDE_API_KEY', 'AMPLITUDE_SECRET_KEY', 'CURRENTS_TOKEN'];
 
@@ -186,7 +187,7 @@ describe('docker-compose.yml', () => {
     const advertised = String(env.KAFKA_ADVERTISED_LISTENERS);
     expect(advertised).toContain('//kafka:9092');
     expect(advertised).toContain('//localhost:29092');
-    expect(portsOf(kafka, 'kafka')).toContain('29092:29092');
+    expect(portsOf(kafka, 'kafka')).toContain('127.0.0.1:29092:29092');
     expect(kafka.healthcheck).toBeDefined();
   });
 
@@ -213,7 +214,7 @@ describe('docker-compose.yml', () => {
     expect(script).toContain('--if-not-exists');
   });
 
-  it('builds the gateway from the Dockerfile, with .env optional and the compose broker', () => {
+  it('builds the gateway from the Dockerfile, with .env optional, the compose broker and the admin port apart', () => {
     const gw = service('gateway');
     const build = gw.build;
     const context = typeof build === 'string' ? build : obj(build, 'gateway.build').context;
@@ -221,30 +222,34 @@ describe('docker-compose.yml', () => {
     const envFiles = arr(gw.env_file, 'gateway.env_file');
     expect(envFiles).toContainEqual({ path: '.env', required: false });
     expect(envOf(gw, 'gateway').KAFKA_BROKERS).toBe('kafka:9092');
-    expect(portsOf(gw, 'gateway')).toContain('8080:8080');
+    expect(portsOf(gw, 'gateway')).toContain('0.0.0.0:8080:8080');
+    expect(String(envOf(gw, 'gateway').ADMIN_HTTP_PORT)).toBe('8081');
+    expect(envOf(gw, 'gateway').ADMIN_HTTP_HOST).toBe('0.0.0.0');
+    expect(portsOf(gw, 'gateway')).toContain('127.0.0.1:8081:8081');
     const deps = obj(gw.depends_on, 'gateway.depends_on');
     expect(obj(deps['kafka-init'], 'depends_on.kafka-init').condition).toBe('service_completed_successfully');
   });
 
-  it('mounts the Prometheus config next to its rule file and exposes 9090', () => {
+  it('mounts the Prometheus config next to its rule file and exposes 9090 on loopback', () => {
     const prom = service('prometheus');
     expect(str(prom.image, 'prometheus.image')).toMatch(/^prom\/prometheus(:|$)/);
     const mounts = new Map(binds(prom, 'prometheus').map(([h, c]) => [h, c]));
     expect(mounts.get('./grafana/prometheus.yml')).toBe('/etc/prometheus/prometheus.yml');
     expect(mounts.get('./grafana/alerts.yml')).toBe('/etc/prometheus/alerts.yml');
-    expect(portsOf(prom, 'prometheus')).toContain('9090:9090');
+    expect(portsOf(prom, 'prometheus')).toContain('127.0.0.1:9090:9090');
   });
 
-  it('provisions Grafana with anonymous viewer access and the dashboards folder', () => {
+  it('provisions Grafana with the dashboards folder, anonymous viewers only when asked for, and no default password', () => {
     const g = service('grafana');
     expect(str(g.image, 'grafana.image')).toMatch(/^grafana\/grafana(:|$)/);
     const env = envOf(g, 'grafana');
-    expect(String(env.GF_AUTH_ANONYMOUS_ENABLED)).toBe('true');
+    expect(String(env.GF_AUTH_ANONYMOUS_ENABLED)).toBe('${GRAFANA_ANONYMOUS_ENABLED:-false}');
     expect(env.GF_AUTH_ANONYMOUS_ORG_ROLE).toBe('Viewer');
+    expect(String(env.GF_SECURITY_ADMIN_PASSWORD)).toMatch(/^\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}$/);
     const mounts = new Map(binds(g, 'grafana').map(([h, c]) => [h, c]));
     expect(mounts.get('./grafana/provisioning')).toBe('/etc/grafana/provisioning');
     expect(mounts.get('./grafana/dashboards')).toBe('/var/lib/grafana/dashboards');
-    expect(portsOf(g, 'grafana')).toContain('3000:3000');
+    expect(portsOf(g, 'grafana')).toContain('127.0.0.1:3000:3000');
   });
 
   it('bind-mounts only paths that exist in the repository', () => {
@@ -302,7 +307,7 @@ describe('.env.example', () => {
 describe('grafana/prometheus.yml', () => {
   const cfg = obj(yamlFile('grafana/prometheus.yml'), 'prometheus.yml');
 
-  it('scrapes gateway:8080/metrics every 15 s and loads alerts.yml', () => {
+  it('scrapes the gateway\'s admin port (gateway:8081/metrics) every 15 s and loads alerts.yml', () => {
     expect(arr(cfg.rule_files, 'rule_files')).toContain('alerts.yml');
     const jobs = arr(cfg.scrape_configs, 'scrape_configs').map((j) => obj(j, 'scrape_config'));
     const job = jobs.find((j) => j.job_name === 'amplitude-braze-gateway');
@@ -312,7 +317,7 @@ describe('grafana/prometheus.yml', () => {
     expect(interval).toBe('15s');
     expect(job.metrics_path ?? '/metrics').toBe('/metrics');
     const targets = arr(job.static_configs, 'static_configs').flatMap((s) => arr(obj(s, 'static_config').targets, 'targets'));
-    expect(targets).toContain('gateway:8080');
+    expect(targets).toContain('gateway:8081');
   });
 });
 
