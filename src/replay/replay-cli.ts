@@ -7,6 +7,9 @@ export const REPLAY_USAGE = `usage: amplitude-braze-gateway replay [options]
 Sends dead letters from the dead-letter topic back to their leg's input topic (the source-topic
 header; a parked copy from the retry topic goes to the leg's main input), up to the end of the
 dead-letter topic as it is when the command starts.
+A dead letter that is one Braze object (header payload: braze-object, written when Braze refused
+just that object of an event) is sent straight to Braze /users/track as exactly that object, not
+back to the events topic; refused again, it is written back to the dead-letter topic.
 
 options (each list option repeatable or comma-separated):
   --reason R      only these reasons (e.g. drop_window_expired,daily_quota)
@@ -136,6 +139,7 @@ function summary(report: ReplayReport, opts: ReplayOptions, topic: string): stri
   const verb = opts.dryRun ? 'would replay' : 'replayed';
   lines.push(`${opts.dryRun ? 'DRY RUN, nothing written. ' : ''}dead-letter topic ${topic}: ${report.scanned} scanned, ${report.matched} matched (${describeFilter(opts.filter)})${opts.limit !== undefined && report.matched >= opts.limit ? `, stopped at --limit ${opts.limit}` : ''}`);
   lines.push(`${verb} ${report.replayed}; ${report.skippedNoTarget} skipped (no value or no topic to send them to)`);
+  if (report.brazeRejected > 0) lines.push(`  ${report.brazeRejected} single Braze objects refused again by Braze: written back to the dead-letter topic`);
   for (const [reason, n] of Object.entries(report.byReason).sort()) lines.push(`  reason ${reason}: ${n}`);
   for (const [target, n] of Object.entries(report.byTarget).sort()) lines.push(`  -> ${target}: ${n}`);
   lines.push(

@@ -4,6 +4,10 @@ import type { GatewayConfig } from '../config/config.js';
 import { createKafka } from '../kafka/client.js';
 import { DLQ_HEADERS } from '../kafka/dead-letter.js';
 import type { Logger } from '../observability/logger.js';
+import { systemClock } from '../clock.js';
+import { BrazeClient } from '../amplitude-to-braze/braze-client.js';
+import { isBrazeObjectRecord, readBrazeObjectRecord } from '../amplitude-to-braze/braze-dead-letter.js';
+import { BrazeObjectReplayer, type ObjectReplayResult } from './braze-objects.js';
 
 export interface ReplayFilter {
   /** any of these reasons; absent or empty means every reason */
@@ -34,9 +38,14 @@ export interface ReplayReport {
   byReason: Record<string, number>;
   /** replayed (or, dry, would-be replayed) dead letters per destination topic */
   byTarget: Record<string, number>;
-  /** matched but not sent: null value, or no topic to send them to */
+  /** matched but not sent: null value, or no topic to send them to (a Braze object without Braze settings) */
   skippedNoTarget: number;
+  /** single Braze objects (`payload: braze-object`) Braze refused again: written back to the dead-letter topic */
+  brazeRejected: number;
 }
+
+/** Where single Braze objects go: not a topic, Braze itself. */
+export const BRAZE_TARGET = 'braze:/users/track';
 
 /** The replay stopped part-way; `report` says what had been written by then. */
 export class ReplayFailedError extends Error {
@@ -68,7 +77,7 @@ const SEND_BATCH = 500;
  */
 export async function replayDeadLetters(config: GatewayConfig, opts: ReplayOptions, logger: Logger): Promise<ReplayReport> {
   const topic = config.topics.deadLetter;
-  const report: ReplayReport = { scanned: 0, matched: 0, replayed: 0, byReason: {}, byTarget: {}, skippedNoTarget: 0 };
+  const report: ReplayReport = { scanned: 0, matched: 0, replayed: 0, byReason: {}, byTarget: {}, skippedNoTarget: 0, brazeRejected: 0 };
   const limit = opts.limit ?? Number.POSITIVE_INFINITY;
   if (limit <= 0) return report;
 
@@ -118,14 +127,43 @@ export async function replayDeadLetters(config: GatewayConfig, opts: ReplayOptio
   });
 
   const replayedAt = new Date().toISOString();
-  const pending: Array<{ topic: string; message: Message }> = [];
+  /** `back`: a Braze object refused again, written back to the dead-letter topic (not a replay) */
+  const pending: Array<{ topic: string; message: Message; back?: boolean }> = [];
   let failure: Error | undefined;
   let finish: () => void = () => undefined;
   const finished = new Promise<void>((resolve) => {
     finish = resolve;
   });
 
+  // Single Braze objects go straight to /users/track, batched under Braze's caps, in reading order.
+  let brazeClient: BrazeClient | undefined;
+  type DlRecord = { key: Buffer | null; value: Buffer | null; headers: Record<string, string> };
+  const braze = config.braze;
+  const objects: BrazeObjectReplayer<DlRecord> | undefined =
+    braze && !opts.dryRun
+      ? new BrazeObjectReplayer<DlRecord>({
+          send: (body) => {
+            brazeClient ??= new BrazeClient(braze, systemClock);
+            return brazeClient.track(body);
+          },
+          limits: { maxPerArray: braze.maxPerArray, maxTotal: braze.maxTotal, maxBytes: braze.maxRequestBytes - 64 },
+          retryBaseMs: braze.retryBaseMs,
+          retryMaxMs: braze.retryMaxMs,
+        })
+      : undefined;
+  const settleObjects = (r: ObjectReplayResult<DlRecord>): void => {
+    report.replayed += r.sent;
+    if (r.sent > 0) report.byTarget[BRAZE_TARGET] = (report.byTarget[BRAZE_TARGET] ?? 0) + r.sent;
+    for (const rej of r.rejected) {
+      // Refused again: back to the dead-letter topic with Braze's new answer, so nothing is lost.
+      report.brazeRejected++;
+      const headers: IHeaders = { ...rej.record.headers, [DLQ_HEADERS.reason]: rej.reason, [DLQ_HEADERS.error]: rej.error.slice(0, 2_000), [REPLAY_HEADERS.at]: replayedAt };
+      pending.push({ topic, message: { key: rej.record.key, value: rej.record.value, headers }, back: true });
+    }
+  };
+
   const flush = async (): Promise<void> => {
+    if (objects && objects.size > 0) settleObjects(await objects.flush());
     while (pending.length > 0) {
       const chunk = pending.slice(0, SEND_BATCH);
       const byTopic = new Map<string, Message[]>();
@@ -138,7 +176,8 @@ export async function replayDeadLetters(config: GatewayConfig, opts: ReplayOptio
       // dead-letter topic even when a send is retried.
       await producer?.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([t, messages]) => ({ topic: t, messages })) });
       pending.splice(0, chunk.length);
-      for (const { topic: t } of chunk) {
+      for (const { topic: t, back } of chunk) {
+        if (back) continue;
         report.replayed++;
         report.byTarget[t] = (report.byTarget[t] ?? 0) + 1;
       }
@@ -191,6 +230,27 @@ export async function replayDeadLetters(config: GatewayConfig, opts: ReplayOptio
         report.matched++;
         const reason = headers[DLQ_HEADERS.reason] ?? '(none)';
         report.byReason[reason] = (report.byReason[reason] ?? 0) + 1;
+        if (isBrazeObjectRecord(headers)) {
+          const rec = readBrazeObjectRecord(headers, message.value);
+          if (!rec.ok || !braze) {
+            report.skippedNoTarget++;
+            if (!rec.ok) logger.warn({ offset: message.offset, partition: batch.partition, why: rec.why }, 'replay: unreadable Braze-object dead letter skipped');
+          } else if (opts.dryRun) {
+            report.replayed++;
+            report.byTarget[BRAZE_TARGET] = (report.byTarget[BRAZE_TARGET] ?? 0) + 1;
+          } else if (objects) {
+            objects.add({ array: rec.array, json: rec.json, record: { key: message.key, value: message.value, headers } });
+            if (objects.full) {
+              settleObjects(await objects.flush());
+              await heartbeat();
+            }
+          }
+          if (report.matched >= limit) {
+            finish();
+            return;
+          }
+          continue;
+        }
         const target = message.value === null ? undefined : targetTopic(headers, config);
         if (target === undefined) {
           report.skippedNoTarget++;
@@ -247,6 +307,7 @@ export async function replayDeadLetters(config: GatewayConfig, opts: ReplayOptio
   } finally {
     await consumer.disconnect().catch(() => undefined);
     await producer?.disconnect().catch(() => undefined);
+    await brazeClient?.close().catch(() => undefined);
   }
   if (failure) {
     logger.error({ err: failure.message, report }, 'replay stopped');

@@ -5,6 +5,9 @@ import { toMessage, type DeadLetter } from '../../src/kafka/dead-letter.js';
 import { replayDeadLetters, type ReplayFilter } from '../../src/replay/replay.js';
 import { runReplayCli } from '../../src/replay/replay-cli.js';
 import { memoryLogger, testConfig, testKafka } from '../support/harness.js';
+import { brazeObjectDeadLetter } from '../../src/amplitude-to-braze/braze-dead-letter.js';
+import { startBrazeStandIn } from '../../src/demo/standins/braze.js';
+import { BRAZE_TARGET } from '../../src/replay/replay.js';
 
 let cluster: MockCluster;
 
@@ -163,6 +166,7 @@ describe('replay: dead letters back through their leg', () => {
       byReason: { drop_window_expired: 6, not_json: 2, daily_quota: 4 },
       byTarget: { [topics.events]: 3, [topics.currents]: 7 },
       skippedNoTarget: 2,
+      brazeRejected: 0,
     });
 
     const filtered = await replayDeadLetters(config, { filter: FILTER, dryRun: true }, log.logger);
@@ -190,6 +194,7 @@ describe('replay: dead letters back through their leg', () => {
       byReason: { drop_window_expired: 4, daily_quota: 3 },
       byTarget: { [topics.events]: 2, [topics.currents]: 3 },
       skippedNoTarget: 2,
+      brazeRejected: 0,
     });
 
     expect(await countRecords(topics.events)).toBe(2);
@@ -301,7 +306,7 @@ describe('replay: dead letters back through their leg', () => {
     const { topics, config } = await setup();
     const started = Date.now();
     const report = await replayDeadLetters(config, { filter: {}, dryRun: false }, memoryLogger('info').logger);
-    expect(report).toEqual({ scanned: 0, matched: 0, replayed: 0, byReason: {}, byTarget: {}, skippedNoTarget: 0 });
+    expect(report).toEqual({ scanned: 0, matched: 0, replayed: 0, byReason: {}, byTarget: {}, skippedNoTarget: 0, brazeRejected: 0 });
     // no consumer group was joined (the mock holds a first join for 3 s)
     expect(Date.now() - started).toBeLessThan(2_500);
     expect(await countRecords(topics.events)).toBe(0);
@@ -379,5 +384,52 @@ describe('replay CLI', () => {
     expect(report.scanned).toBeLessThanOrEqual(12);
     expect(await countRecords(topics.events)).toBe(0);
     expect(await countRecords(topics.currents)).toBe(0);
+  });
+
+  it('sends a single-Braze-object dead letter straight to /users/track as exactly that object; refused again, it goes back to the dead-letter topic', async () => {
+    const braze = await startBrazeStandIn({ apiKey: 'replay-key' });
+    try {
+      const base = await setup(1);
+      const config = testConfig({ ...base.env, BRAZE_REST_ENDPOINT: braze.url, BRAZE_API_KEY: 'replay-key' });
+      const topics = base.topics;
+      const purchase = { external_id: 'u-1', product_id: 'pro', currency: 'EUR', price: 10, quantity: 1, time: '2025-03-14T09:00:00.000Z' };
+      const badPurchase = { ...purchase, product_id: 'still-bad' };
+      const attrs = { user_alias: { alias_name: 'd-1', alias_label: 'amplitude_device_id' }, _update_existing_only: false, plan: 'pro' };
+      const common = { reason: 'rejected_by_destination' as const, connector: 'braze', key: 'u-1', firstFailureMs: at('2025-03-14T09:00:01Z') };
+      const src = (offset: number) => ({ topic: topics.events, partition: 0, offset: String(offset) });
+      await writeDeadLetters(topics.dlq, [
+        { partition: 0, dl: brazeObjectDeadLetter({ ...common, array: 'purchases', json: JSON.stringify(purchase), index: 2, error: "purchases[0]: 'quantity' is not valid", source: src(7) }) },
+        { partition: 0, dl: brazeObjectDeadLetter({ ...common, array: 'attributes', json: JSON.stringify(attrs), index: 0, error: 'attributes[3]: x', source: src(8) }) },
+        { partition: 0, dl: brazeObjectDeadLetter({ ...common, array: 'purchases', json: JSON.stringify(badPurchase), index: 1, error: 'purchases[1]: y', source: src(9) }) },
+        // an ordinary dead letter in the same topic still goes back to its topic
+        { partition: 0, dl: { leg: 'outbound', connector: 'braze', reason: 'drop_window_expired', error: 'old', key: 'u-2', value: json({ event_type: 'e', user_id: 'u-2' }), source: src(10), firstFailureMs: at('2025-03-14T09:00:02Z') } },
+      ]);
+
+      const dry = await replayDeadLetters(config, { filter: {}, dryRun: true }, memoryLogger('info').logger);
+      expect(dry.byTarget).toEqual({ [BRAZE_TARGET]: 3, [topics.events]: 1 });
+      expect(braze.stats.requests).toBe(0);
+
+      braze.rejectWhen((o) => (o.product_id === 'still-bad' ? "'product_id' is not valid" : undefined));
+      const report = await replayDeadLetters(config, { filter: {}, dryRun: false }, memoryLogger('info').logger);
+      expect(report).toMatchObject({ scanned: 4, matched: 4, replayed: 3, brazeRejected: 1, byTarget: { [BRAZE_TARGET]: 2, [topics.events]: 1 } });
+      // exactly those objects, once each, in one request; nothing else of their events
+      expect(braze.received.purchases).toEqual([purchase]);
+      expect(braze.received.attributes).toEqual([attrs]);
+      expect(braze.received.events).toEqual([]);
+      expect(braze.stats.requests).toBe(1);
+      expect(braze.profile({ user_alias: attrs.user_alias })?.attributes).toEqual({ plan: 'pro' });
+      // the one refused again is back in the dead-letter topic with Braze's new answer
+      expect(await countRecords(topics.dlq)).toBe(5);
+      const all = await readRaw(topics.dlq, 5);
+      const again = all[4]!;
+      expect(again.headers.payload).toBe('braze-object');
+      expect(again.headers['braze-array']).toBe('purchases');
+      expect(again.headers.error).toContain("'product_id' is not valid");
+      expect(again.headers['replayed-at']).toBeTruthy();
+      expect(JSON.parse(again.value!.toString())).toEqual(badPurchase);
+      expect(await countRecords(topics.events)).toBe(1);
+    } finally {
+      await braze.close();
+    }
   });
 });
