@@ -96,7 +96,7 @@ function checkConfig(args: string[]): number {
   }
   const config = loadConfig(process.env);
   const redacted = JSON.parse(
-    JSON.stringify(config, (k, v: unknown) => (/(apiKey|secretKey|password|token)$/i.test(k) && v ? '[redacted]' : v)),
+    JSON.stringify(config, (k, v: unknown) => (/(apiKey|secretKey|password|token|dataImportKey|smtpUrl|webhookUrl)$/i.test(k) && v ? '[redacted]' : v)),
   ) as unknown;
   process.stdout.write(`configuration is valid:\n${JSON.stringify(redacted, null, 2)}\n`);
   if (!config.braze) process.stdout.write('note: outbound leg off (BRAZE_REST_ENDPOINT/BRAZE_API_KEY not set)\n');

@@ -152,7 +152,10 @@ describe('logger redaction', () => {
       },
     });
     const log = createLogger('info', sink);
-    const config = loadConfig({ ...base, BRAZE_REST_ENDPOINT: 'https://x.braze.com', BRAZE_API_KEY: 'sekret-braze', KAFKA_SASL_MECHANISM: 'plain', KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD: 'sekret-pw', CURRENTS_TOKEN: 'sekret-tok', AMPLITUDE_API_KEY: 'sekret-amp' });
+    // every setting the reader marks secret, set to a recognisable value
+    const secrets = Object.fromEntries(settingsReference().filter((d) => d.secret).map((d) => [d.env, d.env === 'NOTIFY_SMTP_URL' ? 'smtp://u:sekret-smtp@mail.example:25' : d.type === 'URL' || d.env.endsWith('_URL') ? `https://sekret-${d.env.toLowerCase()}.example` : `sekret-${d.env.toLowerCase()}`]));
+    const config = loadConfig({ ...base, BRAZE_REST_ENDPOINT: 'https://x.braze.com', KAFKA_SASL_MECHANISM: 'plain', KAFKA_SASL_USERNAME: 'u', COHORT_SYNCS: '123:daily', NOTIFY_EMAIL_TO: 'ops@example.com', ...secrets });
+    expect(Object.keys(secrets).length).toBeGreaterThanOrEqual(8);
     log.info({ config }, 'config');
     log.info({ headers: { authorization: 'Bearer sekret-braze' } }, 'request');
     log.info({ req: { headers: { authorization: 'Bearer sekret-tok' } } }, 'request');
