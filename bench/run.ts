@@ -38,6 +38,8 @@ const KNOWN: BenchModule[] = [
   { name: 'outbound', file: './outbound.bench.js', fn: 'runOutboundBench' },
   { name: 'limiter', file: './limiter.bench.js', fn: 'runLimiterBench' },
   { name: 'inbound', file: './inbound.bench.js', fn: 'runInboundBench' },
+  { name: 'cohort-diff', file: './cohort-diff.bench.js', fn: 'runCohortDiffBench' },
+  { name: 'cohort-sync', file: './cohort-sync.bench.js', fn: 'runCohortSyncBench' },
 ];
 
 function reexecWithGc(): Promise<number> {

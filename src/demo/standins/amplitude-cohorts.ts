@@ -56,6 +56,11 @@ export interface AmplitudeCohortStandInOptions {
   quota?: number;
   /** User Profile API calls allowed per minute (default 600) */
   profilePerMinute?: number;
+  /**
+   * cohorts to hold from the start, their members generated (`user-<i>`, amplitude id 10^9 + i):
+   * for benchmarks, whose stand-ins run in a child process configured by JSON
+   */
+  generated?: Array<{ id: string; name: string; count: number; lastComputed: number }>;
   clock?: Clock;
   port?: number;
   host?: string;
@@ -314,6 +319,9 @@ export async function startAmplitudeCohortStandIn(opts: AmplitudeCohortStandInOp
     return error(res, 404, 'Not Found');
   }
 
+  for (const g of opts.generated ?? []) {
+    cohorts.set(g.id, { id: g.id, name: g.name, lastComputed: g.lastComputed, members: { count: g.count, at: (i) => ({ amplitudeId: String(1_000_000_000 + i), userId: `user-${i}` }) } });
+  }
   const server = await serve(handle, (res, err) => send(res, 500, { error: String(err) }), opts.port ?? 0, opts.host ?? '127.0.0.1');
   baseUrl = server.url;
 
