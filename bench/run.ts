@@ -40,6 +40,7 @@ const KNOWN: BenchModule[] = [
   { name: 'inbound', file: './inbound.bench.js', fn: 'runInboundBench' },
   { name: 'cohort-diff', file: './cohort-diff.bench.js', fn: 'runCohortDiffBench' },
   { name: 'cohort-sync', file: './cohort-sync.bench.js', fn: 'runCohortSyncBench' },
+  { name: 'attribute-state', file: './attribute-state.bench.js', fn: 'runAttributeStateBench' },
 ];
 
 function reexecWithGc(): Promise<number> {

@@ -37,7 +37,13 @@ export interface AttributeWrite {
 }
 
 export interface AttributeFilterResult {
-  /** attributes left in the object (to send); the others were deleted from it */
+  /**
+   * What to send: the object given when nothing was left out, else a new object with the
+   * identifier, the flags and the attributes kept (a new object rather than deletes, which would
+   * put the given one in V8's slow dictionary mode)
+   */
+  attributes: BrazeAttributes;
+  /** attributes left to send */
   kept: number;
   /** attribute writes not sent: value unchanged since last sent */
   unchanged: number;
@@ -127,28 +133,29 @@ export class AttributeState {
   }
 
   /**
-   * Deletes from `attrs` every attribute that need not be sent, and records the rest as sent (in
-   * the latest layer). `setOnceKeys`: attributes that came from `$setOnce` (sent only when this
+   * Leaves out of `attrs` every attribute that need not be sent (see `attributes` of the result),
+   * and records the rest as sent (in the latest layer). `setOnceKeys`: attributes that came from `$setOnce` (sent only when this
    * user has no value recorded for them). Atomic operations (`inc`, `add`, `remove`) are always
    * sent and make the stored value unknown, so the next plain value is sent again.
    */
   filter(userKey: string, attrs: BrazeAttributes, eventTimeMs: number, setOnceKeys?: ReadonlySet<string>, creates = false): AttributeFilterResult {
     const rec = this.touch(userKey, true)!;
     const entries: number[] = [];
+    let keptKeys: string[] | undefined;
+    let dropped = false;
     let kept = 0;
     let unchanged = 0;
     let stale = 0;
     let setOnce = 0;
     for (const key in attrs) {
-      if (NON_ATTRIBUTE_KEYS.has(key)) continue;
-      if (key === 'email' && attrs.external_id === undefined && attrs.user_alias === undefined && attrs.braze_id === undefined) continue;
+      if (!isAttributeKey(key, attrs)) continue;
       const value = attrs[key];
       if (value === undefined) continue;
-      const nameHash = cyrb53(key, 0);
+      const nameHash = nameHashOf(key);
       let at = rec.find(nameHash);
       if (setOnceKeys?.has(key)) {
         if (at >= 0) {
-          delete attrs[key];
+          dropped = true;
           setOnce++;
           continue;
         }
@@ -159,6 +166,7 @@ export class AttributeState {
         slots[at + 2] = eventTimeMs;
         slots[at + 5] = F_ONCE;
         entries.push(nameHash, h, eventTimeMs);
+        (keptKeys ??= []).push(key);
         kept++;
         continue;
       }
@@ -167,6 +175,7 @@ export class AttributeState {
         if (at >= 0) rec.remove(at);
         entries.push(nameHash, NONE, eventTimeMs);
         rec.dirty = true;
+        (keptKeys ??= []).push(key);
         kept++;
         continue;
       }
@@ -175,14 +184,14 @@ export class AttributeState {
         const slots = rec.slots;
         const lt = slots[at + 2]!;
         if (lt > eventTimeMs) {
-          delete attrs[key];
+          dropped = true;
           stale++;
           continue;
         }
         if (slots[at + 1] === h) {
           // Same value, from a newer event: remember the newer time, so an older event in between is stale.
           slots[at + 2] = eventTimeMs;
-          delete attrs[key];
+          dropped = true;
           unchanged++;
           continue;
         }
@@ -193,6 +202,7 @@ export class AttributeState {
       slots[at + 1] = h;
       slots[at + 2] = eventTimeMs;
       entries.push(nameHash, h, eventTimeMs);
+      (keptKeys ??= []).push(key);
       kept++;
     }
     this.stats.sent += kept;
@@ -200,7 +210,13 @@ export class AttributeState {
     this.stats.stale += stale;
     this.stats.setOnce += setOnce;
     const write = entries.length > 0 || creates ? { userKey, entries, creates } : undefined;
-    return { kept, unchanged, stale, setOnce, write };
+    let attributes = attrs;
+    if (dropped) {
+      attributes = {} as BrazeAttributes;
+      for (const key in attrs) if (!isAttributeKey(key, attrs)) attributes[key] = attrs[key];
+      if (keptKeys !== undefined) for (const key of keptKeys) attributes[key] = attrs[key];
+    }
+    return { attributes, kept, unchanged, stale, setOnce, write };
   }
 
   /** Braze accepted the attributes object `write` came from. */
@@ -411,6 +427,25 @@ function decodeRecord(buf: Buffer): UserRecord | undefined {
 
 // ---------------------------------------------------------------------------------------------
 // Hashing
+
+/** Attribute names repeat on every event: their hashes are kept (up to 10,000 names, then started afresh). */
+const nameHashes = new Map<string, number>();
+
+function nameHashOf(name: string): number {
+  let h = nameHashes.get(name);
+  if (h === undefined) {
+    if (nameHashes.size >= 10_000) nameHashes.clear();
+    h = cyrb53(name, 0);
+    nameHashes.set(name, h);
+  }
+  return h;
+}
+
+/** Identifier and flag keys are not attributes; neither is `email` when it is the identifier. */
+function isAttributeKey(key: string, attrs: BrazeAttributes): boolean {
+  if (NON_ATTRIBUTE_KEYS.has(key)) return false;
+  return !(key === 'email' && attrs.external_id === undefined && attrs.user_alias === undefined && attrs.braze_id === undefined);
+}
 
 function isOperation(v: BrazeAttributeValue): boolean {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;

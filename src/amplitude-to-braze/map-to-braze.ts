@@ -192,7 +192,9 @@ interface WriteContext {
   identifierEmail: string | undefined;
   /** undefined: every user property is synced */
   allow: ((key: string) => boolean) | undefined;
-  /** collects the attributes that came from `$setOnce`; undefined: `$setOnce` is dropped */
+  /** `$setOnce` is applied (there is an attribute state to remember it); false: dropped and reported */
+  setOnce: boolean;
+  /** the attributes that came from `$setOnce` in this event (made when the first one is seen) */
   setOnceKeys: Set<string> | undefined;
 }
 
@@ -215,7 +217,7 @@ export function createOutboundMapper(cfg: OutboundMappingConfig, opts: OutboundM
       ? undefined
       : (opts.attributeState ?? ((cfg.attributeStateMaxUsers ?? 0) > 0 ? new AttributeState({ maxUsers: cfg.attributeStateMaxUsers }) : undefined));
   const scratch: Scratch = { size: 0 };
-  const ctx: WriteContext = { identifierEmail: undefined, allow, setOnceKeys: undefined };
+  const ctx: WriteContext = { identifierEmail: undefined, allow, setOnce: state !== undefined, setOnceKeys: undefined };
 
   return (value, kafkaTimestampMs) => {
     const parsed = parseAmplitudeMessage(value, kafkaTimestampMs);
@@ -251,14 +253,15 @@ export function createOutboundMapper(cfg: OutboundMappingConfig, opts: OutboundM
     let attributeWrite: AttributeWrite | undefined;
     let saved = 0;
     if (sendUserProperties && ev.userProperties !== undefined) {
-      const attrs = newAttributes(identifier);
+      let attrs = newAttributes(identifier);
       if (updateExistingOnly !== undefined) attrs._update_existing_only = updateExistingOnly;
       scratch.size = 0;
       ctx.identifierEmail = identifier.email;
-      ctx.setOnceKeys = state === undefined ? undefined : new Set<string>();
+      ctx.setOnceKeys = undefined;
       let written = writeAttributes(ev.userProperties, attrs, adjustments, scratch, ctx);
       if (written > 0 && state !== undefined) {
         const f = state.filter(userKey, attrs, ev.timeMs, ctx.setOnceKeys, createProfile);
+        attrs = f.attributes;
         saved = f.unchanged + f.stale + f.setOnce;
         attributeWrite = f.write;
         if (f.kept < written) scratch.size = attributesSize(attrs);
@@ -746,16 +749,15 @@ function writeAttributes(up: JsonObject, attrs: BrazeAttributes, adjustments: Ad
         }
         break;
       case '$setOnce': {
-        const once = ctx.setOnceKeys;
         for (const k in v) {
           const x = v[k];
           if (x === undefined) continue;
-          if (once === undefined) {
+          if (!ctx.setOnce) {
             if (ctx.allow === undefined || ctx.allow(k)) adjustments.push({ kind: 'dropped', target: 'attribute', key: k, rule: 'set_once_unsupported' });
             continue;
           }
           const n = setAttribute(attrs, k, x, adjustments, scratch, ctx);
-          if (Object.hasOwn(attrs, k)) once.add(k);
+          if (Object.hasOwn(attrs, k)) (ctx.setOnceKeys ??= new Set<string>()).add(k);
           written += n;
         }
         break;

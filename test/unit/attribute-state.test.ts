@@ -9,7 +9,7 @@ function send(s: AttributeState, id: string, t: number, o: Record<string, unknow
   const a = attrs(id, o);
   const r = s.filter(`ext:${id}`, a, t);
   if (confirm) s.confirm(r.write);
-  const { external_id: _id, ...rest } = a;
+  const { external_id: _id, ...rest } = r.attributes;
   return rest;
 }
 
@@ -30,7 +30,9 @@ describe('AttributeState', () => {
     const b: BrazeAttributes = { user_alias: { alias_name: 'd', alias_label: 'l' }, _update_existing_only: false, plan: 'pro' };
     const r = s.filter('alias:l:d', b, 2);
     expect(r.kept).toBe(0);
-    expect(b).toEqual({ user_alias: { alias_name: 'd', alias_label: 'l' }, _update_existing_only: false });
+    expect(r.attributes).toEqual({ user_alias: { alias_name: 'd', alias_label: 'l' }, _update_existing_only: false });
+    // the given object is left as it was
+    expect(b.plan).toBe('pro');
   });
 
   it('an email identifier is not an attribute; email next to another identifier is', () => {
