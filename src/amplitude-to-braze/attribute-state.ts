@@ -315,6 +315,12 @@ export class AttributeState {
     return out;
   }
 
+  /** Marks a user's confirmed state as not yet persisted (after a failed write). */
+  markDirty(userKey: string): void {
+    const rec = this.users.get(userKey);
+    if (rec !== undefined) rec.dirty = true;
+  }
+
   /** Every user's confirmed state in one buffer: `[u16 key length][key][u32 record length][record]`... */
   snapshot(): Buffer {
     const parts: Buffer[] = [];

@@ -36,6 +36,8 @@ export interface Topics {
   state: string;
   /** cohort snapshots, pending exports, the download budget, stored webhook batches (compacted) */
   cohorts: string;
+  /** what the outbound leg last wrote to each Braze user's attributes (compacted) */
+  attributeState: string;
 }
 
 export interface BrazeSettings {
@@ -185,6 +187,7 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     retry: r.string('TOPIC_RETRY', { path: 'topics.retry', default: 'gateway.retry', doc: 'parked events with a not-before time' }),
     state: r.string('TOPIC_STATE', { path: 'topics.state', default: 'gateway.state', doc: 'connector health (compacted)' }),
     cohorts: r.string('TOPIC_COHORTS', { path: 'topics.cohorts', default: 'gateway.cohorts', doc: 'cohort snapshots, pending exports, the download budget and stored webhook batches (compacted)' }),
+    attributeState: r.string('TOPIC_ATTRIBUTE_STATE', { path: 'topics.attributeState', default: 'gateway.attribute-state', doc: 'what the outbound leg last wrote to each Braze user\'s attributes, one record per user (compacted)' }),
   };
   const braze = readBraze(r);
   const outbound = readOutbound(r);
