@@ -96,7 +96,7 @@ function json<T>(v: Buffer): T | undefined {
 export class CohortStore {
   /** latest value per key, as loaded and as written since */
   private readonly records = new Map<string, Buffer>();
-  private readonly snapshots = new Map<string, { meta: SnapshotMeta; members: MemberSet }>();
+  private readonly snapshots = new Map<string, { meta: SnapshotMeta; members: MemberSet; applied: string[] }>();
 
   constructor(private readonly d: CohortStoreDeps) {}
 
@@ -174,7 +174,7 @@ export class CohortStore {
   // ---- snapshots -------------------------------------------------------------------------------
 
   /** The membership last delivered for a sync (built once from the chunks and deltas, then kept). */
-  snapshot(sync: string): { meta: SnapshotMeta; members: MemberSet } | undefined {
+  snapshot(sync: string): { meta: SnapshotMeta; members: MemberSet; applied: string[] } | undefined {
     const cached = this.snapshots.get(sync);
     if (cached) return cached;
     const meta = this.getJson<SnapshotMeta>(`snap/${sync}/meta`);
@@ -205,7 +205,7 @@ export class CohortStore {
     }
     deltas.sort((a, b2) => a.seq - b2.seq);
     for (const d of deltas) members = applyChange(members, d.adds, d.removes);
-    const snap = { meta, members };
+    const snap = { meta, members, applied: [...meta.messageIds, ...deltas.map((d) => d.messageId)] };
     this.snapshots.set(sync, snap);
     return snap;
   }
@@ -231,12 +231,13 @@ export class CohortStore {
       if (m && Number(m[1]) >= chunks) messages.push({ key: k, value: null });
     }
     await this.put(messages);
-    const full: SnapshotMeta = { v: 1, generation, chunks, members: members.size, deltaSeq: 0, ...meta, messageIds: meta.messageIds.slice(-MESSAGE_ID_MEMORY) };
+    // computed fields last: a caller folding deltas passes the previous meta along
+    const full: SnapshotMeta = { ...meta, v: 1, generation, chunks, members: members.size, deltaSeq: 0, messageIds: meta.messageIds.slice(-MESSAGE_ID_MEMORY) };
     await this.put([{ key: `snap/${sync}/meta`, value: Buffer.from(JSON.stringify(full)) }]);
     // deltas of the previous generation are folded into this one
     const stale = [...this.records.keys()].filter((k) => k.startsWith(`snap/${sync}/d/`)).map((key) => ({ key, value: null }));
     await this.put(stale).catch((err: unknown) => this.d.logger.warn({ sync, err: describeError(err) }, 'cohort store: old push deltas not dropped (harmless: they name an older generation)'));
-    this.snapshots.set(sync, { meta: full, members });
+    this.snapshots.set(sync, { meta: full, members, applied: [...full.messageIds] });
     return full;
   }
 
@@ -251,10 +252,20 @@ export class CohortStore {
     const seq = snap.meta.deltaSeq + 1;
     const delta: PushDelta = { generation: snap.meta.generation, seq, messageId, adds, removes };
     await this.put([{ key: `snap/${sync}/d/${seq}`, value: Buffer.from(JSON.stringify(delta)) }]);
-    const meta: SnapshotMeta = { ...snap.meta, deltaSeq: seq, members: members.size, messageIds: [...snap.meta.messageIds, messageId].slice(-MESSAGE_ID_MEMORY) };
+    // the meta record names the last delta; the delta records carry their own message ids
+    const meta: SnapshotMeta = { ...snap.meta, deltaSeq: seq, members: members.size };
     await this.put([{ key: `snap/${sync}/meta`, value: Buffer.from(JSON.stringify(meta)) }]);
-    this.snapshots.set(sync, { meta, members });
+    this.snapshots.set(sync, { meta, members, applied: [...snap.applied, messageId].slice(-MESSAGE_ID_MEMORY) });
     return meta;
+  }
+
+  /** push message ids applied to this sync's snapshot, oldest first (at most MESSAGE_ID_MEMORY) */
+  appliedIds(sync: string): string[] {
+    return this.snapshot(sync)?.applied.slice(-MESSAGE_ID_MEMORY) ?? [];
+  }
+
+  wasApplied(sync: string, messageId: string): boolean {
+    return this.snapshot(sync)?.applied.includes(messageId) ?? false;
   }
 
   // ---- pending export, budget ------------------------------------------------------------------

@@ -47,6 +47,8 @@ export interface CohortSyncDeps {
   sleep?: (ms: number) => Promise<void>;
   /** start the cadence timers (default true; tests drive runs with runNow) */
   schedule?: boolean;
+  /** push deltas recorded on top of a snapshot before a full snapshot folds them in (default 200) */
+  foldEvery?: number;
 }
 
 export interface CohortSync {
@@ -187,7 +189,8 @@ class SyncRunner {
       case 'daily':
         return s.dailyIntervalMs;
       case 'hourly':
-        return s.hourlyIntervalMs;
+        // with the webhook feeding it, an hourly sync's pull only reconciles (the quota allows ~16 exports a day)
+        return s.webhookToken ? s.reconcileIntervalMs : s.hourlyIntervalMs;
       case 'realtime':
         return s.reconcileIntervalMs;
     }
@@ -306,7 +309,7 @@ class SyncRunner {
         lastModMs: cohort.lastModMs,
         cohortName: cohort.name,
         savedAtMs: d.clock.now(),
-        messageIds: snap?.meta.messageIds ?? [],
+        messageIds: store.appliedIds(this.key),
         ...(written.partnerNamed ? { partnerNamed: written.partnerNamed } : {}),
       });
       await store.setPendingRequest(this.key, undefined);
@@ -470,7 +473,7 @@ class SyncRunner {
       await store.saveSnapshot(this.key, MemberSet.empty(), { savedAtMs: d.clock.now(), messageIds: [] });
       snap = store.snapshot(this.key)!;
     }
-    if (snap.meta.messageIds.includes(p.messageId)) {
+    if (store.wasApplied(this.key, p.messageId)) {
       await store.dropPush(p.cohortId, p.messageId);
       r.result = 'skipped';
       r.skippedBecause = 'repeated_message_id';
@@ -493,8 +496,8 @@ class SyncRunner {
     try {
       const written = await this.o.write(this, adds, removes, this.cohortName ?? snap.meta.cohortName ?? this.spec.cohortId, r);
       const members = applyChange(snap.members, written.addsAccepted, written.removesAccepted);
-      if (snap.meta.deltaSeq + 1 >= FOLD_EVERY) {
-        await store.saveSnapshot(this.key, members, { ...snap.meta, savedAtMs: d.clock.now(), messageIds: [...snap.meta.messageIds, p.messageId] });
+      if (snap.meta.deltaSeq + 1 >= (d.foldEvery ?? FOLD_EVERY)) {
+        await store.saveSnapshot(this.key, members, { ...snap.meta, savedAtMs: d.clock.now(), messageIds: [...store.appliedIds(this.key), p.messageId] });
       } else {
         await store.saveDelta(this.key, p.messageId, written.addsAccepted, written.removesAccepted, members);
       }
@@ -770,7 +773,7 @@ export function buildCohortSync(d: CohortSyncDeps): CohortSync {
     knows: (id) => o.runners.has(id),
     applied: (id, messageId) => {
       const r = o.runners.get(id);
-      return r ? (o.store.snapshot(r.key)?.meta.messageIds.includes(messageId) ?? false) : false;
+      return r ? o.store.wasApplied(r.key, messageId) : false;
     },
     onStored: (p) => o.enqueuePush(p),
     loaded: () => loaded,

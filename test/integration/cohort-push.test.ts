@@ -73,6 +73,22 @@ describe('POST /cohorts (cohort webhook)', () => {
     expect(r.braze.received.attributes.filter((a) => a.external_id === 'u-9' || a.external_id === 'u')).toEqual([]);
   });
 
+  it('folds push deltas into a new snapshot generation, and a restart finds members and applied ids intact', async () => {
+    const r = await startCohortRig(ctx.cluster, { env: { COHORT_SYNCS: `${COHORT}:realtime` }, foldEvery: 3 });
+    ctx.cleanups.push(() => r.close());
+    for (let k = 0; k < 7; k++) expect((await r.post('/cohorts', batch(`f-${k}`, true, [`v-${k}a`, `v-${k}b`]))).status).toBe(200);
+    expect((await r.post('/cohorts', batch('f-7', false, ['v-0a', 'v-6b']))).status).toBe(200);
+    await r.sync.pushesSettled();
+    expect((await r.status()).syncs[0]).toMatchObject({ members: 12 });
+    await r.restart();
+    expect((await r.status()).syncs[0]).toMatchObject({ members: 12 });
+    for (const id of ['f-0', 'f-4', 'f-7']) expect((await r.post('/cohorts', batch(id, true, ['zz']))).body, id).toMatchObject({ duplicate: true });
+    expect((await r.post('/cohorts', batch('f-8', false, ['v-1a']))).body).toEqual({ stored: 1 });
+    await r.sync.pushesSettled();
+    expect((await r.status()).syncs[0]).toMatchObject({ members: 11 });
+    expect(brazeChanges(r.braze, COHORT).filter((c) => c.startsWith('remove')).sort()).toEqual(['remove e:v-0a', 'remove e:v-1a', 'remove e:v-6b']);
+  });
+
   it('stores a batch before answering: one Braze could not take survives a restart and is applied; failure and recovery are notified', async () => {
     const notes: Notification[] = [];
     const notifier = { notify: (n: Notification) => notes.push(n), idle: async () => undefined, close: async () => undefined };

@@ -50,7 +50,7 @@ export interface CohortRig {
 
 let seq = 0;
 
-export async function startCohortRig(cluster: MockCluster, o: { env?: Record<string, string>; notifier?: Notifier; amp?: AmplitudeCohortStandIn; braze?: BrazeStandIn } = {}): Promise<CohortRig> {
+export async function startCohortRig(cluster: MockCluster, o: { env?: Record<string, string>; notifier?: Notifier; amp?: AmplitudeCohortStandIn; braze?: BrazeStandIn; foldEvery?: number } = {}): Promise<CohortRig> {
   const amp = o.amp ?? (await startAmplitudeCohortStandIn({ apiKey: AMP_KEY, secretKey: AMP_SECRET }));
   const braze = o.braze ?? (await startBrazeStandIn({ apiKey: BRAZE_KEY }));
   const run = `${Date.now().toString(36)}-${++seq}`;
@@ -86,7 +86,7 @@ export async function startCohortRig(cluster: MockCluster, o: { env?: Record<str
   let url = '';
 
   const build = async (): Promise<void> => {
-    sync = buildCohortSync({ config, kafka, producer, braze: client, health, metrics, logger, clock: systemClock, ...(o.notifier ? { notifier: o.notifier } : {}), schedule: false, sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 50))) });
+    sync = buildCohortSync({ config, kafka, producer, braze: client, health, metrics, logger, clock: systemClock, ...(o.notifier ? { notifier: o.notifier } : {}), schedule: false, ...(o.foldEvery ? { foldEvery: o.foldEvery } : {}), sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 50))) });
     // both surfaces on one server, as the gateway does without ADMIN_HTTP_PORT
     app = Fastify();
     for (const route of sync.routes) await route.register(app);

@@ -117,6 +117,24 @@ describe('MemberSet', () => {
     expect(() => MemberSet.fromPacked(new Uint8Array([3, 65]))).toThrow(/truncated/);
   });
 
+  it('applies changes like a naive Set would, by merging, and the result stays a valid set', () => {
+    let seed = 11;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) % 4000);
+    for (let round = 0; round < 5; round++) {
+      const base = Array.from({ length: 2500 }, () => `e:${rnd()}`);
+      const added = Array.from({ length: 300 }, () => `e:${rnd()}`);
+      const removed = Array.from({ length: 300 }, () => `e:${rnd()}`);
+      const want = new Set(base);
+      for (const k of removed) want.delete(k);
+      for (const k of added) want.add(k);
+      const got = applyChange(MemberSet.of(base), added, removed);
+      expect(new Set(got.keys())).toEqual(want);
+      expect(got.size).toBe(want.size);
+      expect([...want].every((k) => got.has(k))).toBe(true);
+      expect(MemberSet.fromPacked(got.data).size).toBe(want.size);
+    }
+  });
+
   it('keeps non-ASCII keys intact', () => {
     const s = MemberSet.of(['e:ünïcødé-用户', 'e:x']);
     expect([...s.keys()].sort()).toEqual(['e:x', 'e:ünïcødé-用户']);
