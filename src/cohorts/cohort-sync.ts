@@ -678,8 +678,11 @@ class Owner {
     if (this.partner && (adds.length > 0 || removes.length > 0)) {
       const snap = this.store.snapshot(runner.key);
       if (snap?.meta.partnerNamed !== cohortName) {
-        const a = await this.partner.nameCohort(cohortId, `[Amplitude] ${cohortName}: ${cohortId}`, this.d.clock.now());
-        if (a.outcome.kind === 'stop' || a.outcome.kind === 'backoff') throw new WriteFailure(a.outcome.failure, a.outcome.error, a.status);
+        // named through the same outcome handling: a 423 or 5xx is retried, a refused key fails the run
+        const partner = this.partner;
+        const naming: Transport<string> = { name: 'partner', maxPerRequest: 1, encode: (names) => names[0]!, post: (name) => partner.nameCohort(cohortId, name, this.d.clock.now()) };
+        const named = await writeAll([`[Amplitude] ${cohortName}: ${cohortId}`], naming, this.writeOptions());
+        if (named.acceptedCount !== 1) throw new WriteFailure('configuration', `Braze's partner API refused the cohort name: ${[...named.rejected.values()].join('; ')}`, 400);
         partnerNamed = cohortName;
       }
     }
