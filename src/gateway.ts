@@ -17,6 +17,8 @@ import { BrazeClient } from './amplitude-to-braze/braze-client.js';
 import { buildOutbound } from './amplitude-to-braze/outbound.js';
 import { buildCurrentsIngest } from './currents-ingest/ingest.js';
 import { buildInbound } from './braze-to-amplitude/inbound.js';
+import { buildCohortLeg } from './cohorts/cohort-leg.js';
+import { buildNotifications } from './health/notify-leg.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -136,7 +138,9 @@ export class Gateway {
     };
     // One Braze client per workspace: every writer to Braze shares its request budget.
     if (config.braze) this.brazeClient = new BrazeClient(config.braze, this.clock);
-    const built = [buildOutbound(ctx, this.brazeClient), await buildCurrentsIngest(ctx), buildInbound(ctx)];
+    // notifications first: the cohort sync reports its runs through them; closed last (legs close in order)
+    const notifications = buildNotifications(ctx);
+    const built = [buildOutbound(ctx, this.brazeClient), await buildCurrentsIngest(ctx), buildInbound(ctx), await buildCohortLeg(ctx, this.brazeClient, notifications?.notifier), notifications];
     this.legs = built.filter((l): l is BuiltLeg => l !== undefined);
 
     const readiness: ReadinessCheck[] = [{ name: 'kafka_producer', ready: () => this.producerConnected }, ...this.legs.flatMap((l) => l.readiness)];

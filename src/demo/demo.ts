@@ -7,6 +7,7 @@ import { Gateway } from '../gateway.js';
 import { MockClusterUnavailableError, startMockCluster, type MockCluster } from './mock-cluster.js';
 import { startBrazeStandIn } from './standins/braze.js';
 import { startAmplitudeStandIn } from './standins/amplitude.js';
+import { startCohortDemo } from './cohort-demo.js';
 import { createLogger } from '../observability/logger.js';
 import { sampleEvent } from './sample-events.js';
 import { sampleCurrentsEvent } from './sample-currents.js';
@@ -74,6 +75,8 @@ export async function runDemo(argv: string[]): Promise<number> {
 
   const braze = await startBrazeStandIn({ apiKey: BRAZE_KEY });
   const amplitude = await startAmplitudeStandIn({ apiKey: AMPLITUDE_KEY });
+  // a stand-in Amplitude cohort API with one cohort, synced to Braze by pull and webhook pushes
+  const cohorts = await startCohortDemo(AMPLITUDE_KEY);
   out(`Braze stand-in at ${braze.url}, Amplitude stand-in at ${amplitude.url}`);
 
   const config = loadConfig({
@@ -91,6 +94,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     AMPLITUDE_API_KEY: AMPLITUDE_KEY,
     AMPLITUDE_HTTP_API_URL: amplitude.url,
     CURRENTS_TOKEN,
+    ...cohorts.env,
     // the demo's own credentials win over any *_FILE in the environment
     BRAZE_API_KEY_FILE: undefined,
     AMPLITUDE_API_KEY_FILE: undefined,
@@ -197,6 +201,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   if (process.stdout.isTTY) out('');
 
   await printSummary(gateway, { braze: braze.received.events.length, brazeAttributes: braze.received.attributes.length, brazePurchases: braze.received.purchases.length, amplitude: amplitude.received.length, amplitudeUnique: amplitude.uniqueInsertIds, seconds: (Date.now() - started) / 1000, answered503 }, out);
+  await cohorts.run(gateway, braze, out);
 
   if (args.keep) {
     out(`\nstill running (--keep): ${gateway.adminAddress}/metrics  ${gateway.adminAddress}/connectors  — Ctrl-C to stop`);
@@ -205,6 +210,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   await gateway.stop(10_000);
   await braze.close();
   await amplitude.close();
+  await cohorts.close();
   await cluster?.stop();
   return 0;
 }
