@@ -140,3 +140,34 @@ export function buildObjectsBody(objects: ReadonlyArray<{ array: BrazeArrayName;
   const fields = ARRAYS.filter((a) => parts[a].length > 0).map((a) => `"${a}":[${parts[a].join(',')}]`);
   return { body: `{${fields.join(',')}}`, owners: [...owners.attributes, ...owners.events, ...owners.purchases] };
 }
+
+export interface ObjectReject<Reason extends string = string> extends LocatedObject {
+  reason: Reason;
+  error: string;
+}
+
+/**
+ * Braze's per-object refusals (positions in the body built from `items`, as BrazeClient reports
+ * them) grouped by the item they belong to, each with its object: what the leg needs to write one
+ * dead letter per refused object (`brazeObjectDeadLetter`) and to settle the item's attribute
+ * write (`release` when its attributes object is among them, `confirm` otherwise). Positions that
+ * name no object are left out.
+ */
+export function rejectsByItem<Reason extends string>(
+  items: readonly SerialisedObjects[],
+  rejects: ReadonlyArray<{ index: number; reason: Reason; error: string }>,
+): Map<number, Array<ObjectReject<Reason>>> {
+  const located = locateObjects(items);
+  const out = new Map<number, Array<ObjectReject<Reason>>>();
+  const seen = new Set<number>();
+  for (const r of rejects) {
+    const o = located[r.index];
+    if (o === undefined || seen.has(r.index)) continue;
+    seen.add(r.index);
+    const list = out.get(o.item);
+    const entry = { ...o, reason: r.reason, error: r.error };
+    if (list) list.push(entry);
+    else out.set(o.item, [entry]);
+  }
+  return out;
+}

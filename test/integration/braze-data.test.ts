@@ -77,6 +77,8 @@ describe('right data at Braze (profile-aware stand-in)', () => {
     // unchanged attributes were not written again: 1 plan + 3 visits per device, 1 plan per user
     const writes = braze.received.attributes.reduce((sum, a) => sum + Object.keys(a).filter((k) => !['external_id', 'user_alias', '_update_existing_only'].includes(k)).length, 0);
     expect(writes).toBe(100 * 4 + 100);
+    // 75 objects in total per request by default (Braze's current docs)
+    expect(braze.stats.maxObjectsInRequest).toBeLessThanOrEqual(75);
   });
 
   // Needs the leg to count MapResult.attributeWritesSaved: enable once braze-leg.ts does.

@@ -5,6 +5,7 @@ import {
   isBrazeObjectRecord,
   locateObjects,
   readBrazeObjectRecord,
+  rejectsByItem,
 } from '../../src/amplitude-to-braze/braze-dead-letter.js';
 import { toMessage } from '../../src/kafka/dead-letter.js';
 import type { Answer, DeliveryOutcome } from '../../src/delivery/outcome.js';
@@ -72,6 +73,22 @@ describe('Braze-object dead letters', () => {
       { item: 0, array: 'purchases', json: 'P0b', index: 3 },
       { item: 2, array: 'purchases', json: 'P2', index: 1 },
     ]);
+  });
+
+  it('rejectsByItem groups refused positions by item, with the object each names', () => {
+    const items = [
+      { attributesJson: 'A0', eventJson: 'E0', purchaseJsons: ['P0'] },
+      { eventJson: 'E1', purchaseJsons: ['P1'] },
+    ];
+    const g = rejectsByItem(items, [
+      { index: 4, reason: 'rejected_by_destination', error: "'quantity' is not valid" },
+      { index: 0, reason: 'rejected_by_destination', error: 'bad attribute' },
+      { index: 4, reason: 'rejected_by_destination', error: 'twice' },
+      { index: 9, reason: 'rejected_by_destination', error: 'nothing there' },
+    ]);
+    expect([...g.keys()].sort()).toEqual([0, 1]);
+    expect(g.get(1)).toEqual([{ item: 1, array: 'purchases', json: 'P1', index: 1, reason: 'rejected_by_destination', error: "'quantity' is not valid" }]);
+    expect(g.get(0)).toEqual([{ item: 0, array: 'attributes', json: 'A0', index: 0, reason: 'rejected_by_destination', error: 'bad attribute' }]);
   });
 
   it('buildObjectsBody orders the arrays as Braze processes them and names each position\'s object', () => {
