@@ -59,8 +59,9 @@ export interface PendingRequest {
   cohortId: string;
   requestedAtMs: number;
   propKeys: string[];
-  /** the cohort's lastComputed when it was requested */
+  /** the cohort's lastComputed and lastMod when it was requested: what the export reflects */
   lastComputedMs: number;
+  lastModMs?: number;
 }
 
 export interface StoredPush {

@@ -264,6 +264,9 @@ class SyncRunner {
         return r;
       }
       let requestId: string;
+      // what the export reflects: a kept export is as old as its request, so a cohort recomputed
+      // since is exported again by the next run
+      const exported = pending ? { lastComputedMs: pending.lastComputedMs, lastModMs: pending.lastModMs ?? cohort.lastModMs } : { lastComputedMs: cohort.lastComputedMs, lastModMs: cohort.lastModMs };
       if (pending) {
         requestId = pending.requestId;
         log.info({ requestId }, 'fetching the export kept from an earlier run (no new download spent)');
@@ -285,14 +288,17 @@ class SyncRunner {
           throw err;
         }
         r.exportsRequested = 1;
-        await store.setPendingRequest(this.key, { requestId, cohortId: this.spec.cohortId, requestedAtMs: d.clock.now(), propKeys: this.o.propKeys, lastComputedMs: cohort.lastComputedMs });
+        await store.setPendingRequest(this.key, { requestId, cohortId: this.spec.cohortId, requestedAtMs: d.clock.now(), propKeys: this.o.propKeys, lastComputedMs: cohort.lastComputedMs, lastModMs: cohort.lastModMs });
         log.info({ requestId }, 'cohort export requested');
       }
       r.requestId = requestId;
 
-      await this.waitForExport(requestId);
-
-      const current = await this.downloadMembers(requestId, r, log);
+      // Amplitude allows 4 exports in parallel and 5 concurrent calls per project, shared with every
+      // other tool on the key: the gateway's syncs wait for the job and download two at a time
+      const current = await this.o.amplitudeSlots.run(async () => {
+        await this.waitForExport(requestId);
+        return this.downloadMembers(requestId, r, log);
+      });
       r.downloaded = true;
 
       const previous = snap?.members ?? MemberSet.empty();
@@ -305,8 +311,8 @@ class SyncRunner {
       if (written.addsAccepted.length === adds.length && written.removesAccepted.length === removes.length) next = current.members;
       else next = applyChange(previous, written.addsAccepted, written.removesAccepted);
       await store.saveSnapshot(this.key, next, {
-        lastComputedMs: cohort.lastComputedMs,
-        lastModMs: cohort.lastModMs,
+        lastComputedMs: exported.lastComputedMs,
+        lastModMs: exported.lastModMs,
         cohortName: cohort.name,
         savedAtMs: d.clock.now(),
         messageIds: store.appliedIds(this.key),
@@ -589,6 +595,23 @@ function failureClass(f: WriteFailure['failure']): FailureClass {
   }
 }
 
+/** At most `n` tasks at once; the others wait in order. */
+class Slots {
+  private busy = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly n: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.busy >= this.n) await new Promise<void>((r) => this.waiting.push(r));
+    this.busy++;
+    try {
+      return await fn();
+    } finally {
+      this.busy--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
 /** What the runners share. */
 class Owner {
   readonly settings: CohortSettings;
@@ -603,6 +626,7 @@ class Owner {
   private listInFlight: Promise<CohortMeta[]> | undefined;
   private pushChain: Promise<void> = Promise.resolve();
   started = false;
+  readonly amplitudeSlots = new Slots(2);
 
   constructor(readonly d: CohortSyncDeps) {
     const settings = d.config.cohorts;

@@ -79,10 +79,16 @@ describe('cohort pull sync', () => {
     expect(failed.result).toBe('failed');
     expect(failed.error).toMatch(/could not be downloaded in 3 attempts/);
     expect((await r.status()).syncs[0]).toMatchObject({ members: 300, export_kept: failed.requestId });
+    // recomputed again meanwhile: the kept export (310) is delivered first, and the next run exports anew
+    r.amp.setCohort({ id: COHORT, name: 'c', members: members(0, 320), lastComputed: 1_731_600_000 });
     const again = await r.sync.runNow(COHORT);
     expect(again).toMatchObject({ result: 'success', adds: 10, exportsRequested: 0, requestId: failed.requestId });
     expect(r.amp.quotaUsed).toBe(2);
     expect((await r.status()).syncs[0]).toMatchObject({ members: 310, export_kept: null });
+    const newer = await r.sync.runNow(COHORT);
+    expect(newer).toMatchObject({ result: 'success', adds: 10, exportsRequested: 1 });
+    expect(r.amp.quotaUsed).toBe(3);
+    expect((await r.sync.runNow(COHORT)).skippedBecause).toBe('unchanged');
   });
 
   it('a user identified between runs is added under the new identifier and removed under the old', async () => {

@@ -6,6 +6,10 @@ import { classifyPartnerResponse, partnerChange, trackMembershipTransport, write
 import type { Answer, DeliveryOutcome } from '../../src/delivery/outcome.js';
 import { loadConfig, ConfigError } from '../../src/config/config.js';
 import { parseCohortSyncs } from '../../src/cohorts/cohort-config.js';
+import { parseCohortWebhook } from '../../src/cohorts/webhook-body.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 function parseAll(text: string, chunk: number): string[][] {
   const rows: string[][] = [];
@@ -276,5 +280,42 @@ describe('cohort settings', () => {
     expect(problems.join('\n')).toMatch(/short id/);
     expect(() => loadConfig({ ...base, COHORT_SYNCS: 'abc:once', COHORT_IDENTIFIERS: 'amplitude_id=phone' })).toThrow(/COHORT_IDENTIFIERS entry/);
     expect(() => loadConfig({ ...base, NOTIFY_SMTP_URL: 'smtp://localhost:25' })).toThrow(/NOTIFY_EMAIL_TO/);
+  });
+});
+
+describe('cohort webhook body', () => {
+  const ok = (o: unknown) => parseCohortWebhook(Buffer.from(JSON.stringify(o)), 100);
+  const base = { cohort_id: 'k3x9qpa', cohort_name: 'n', in_cohort: true, computed_time: '1731402000', message_id: 'm::enter::0', users: [{ user_id: 'u-1' }] };
+
+  it('reads the default payload, and properties flat or nested', () => {
+    expect(ok(base)).toEqual({ ok: true, cohortName: 'n', push: { cohortId: 'k3x9qpa', messageId: 'm::enter::0', inCohort: true, computedTime: '1731402000', users: [{ user_id: 'u-1' }] } });
+    const r = ok({ ...base, in_cohort: 'false', users: [{ user_id: 'u-2', device_id: 'd-2', plan: 'pro', user_properties: { country: 'DE' } }, { amplitude_id: 512 }] });
+    expect(r.ok && r.push.inCohort).toBe(false);
+    expect(r.ok && r.push.users).toEqual([{ user_id: 'u-2', device_id: 'd-2', properties: { plan: 'pro', country: 'DE' } }, { amplitude_id: '512' }]);
+  });
+
+  it('refuses what can never succeed (400) and too many users (413)', () => {
+    const status = (o: unknown) => {
+      const r = typeof o === 'string' ? parseCohortWebhook(Buffer.from(o), 100) : ok(o);
+      return r.ok ? 200 : r.status;
+    };
+    expect(status('not json')).toBe(400);
+    expect(status('[1]')).toBe(400);
+    expect(status({ ...base, cohort_id: 'bad id' })).toBe(400);
+    expect(status({ ...base, in_cohort: 'maybe' })).toBe(400);
+    expect(status({ ...base, message_id: '' })).toBe(400);
+    expect(status({ ...base, users: 'u-1' })).toBe(400);
+    expect(status({ ...base, users: ['u-1'] })).toBe(400);
+    expect(status('{"cohort_id":"k","in_cohort":true,"message_id":"m","users":[],"__proto__":{}}')).toBe(400);
+    expect(status({ ...base, users: Array.from({ length: 101 }, (_, i) => ({ user_id: `u${i}` })) })).toBe(413);
+    expect(parseCohortWebhook(Buffer.from([0xff, 0xfe]), 10).ok).toBe(false);
+  });
+
+  it('reads YAML syncs with per-sync identifiers', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cohort-cfg-'));
+    const file = join(dir, 'g.yaml');
+    writeFileSync(file, 'cohorts:\n  syncs:\n    - { cohort_id: abc, cadence: hourly }\n    - cohort_id: def\n      cadence: realtime\n      identifiers: [{ from: amplitude_id, to: user_alias, alias_label: amp }]\n');
+    const c = loadConfig({ KAFKA_BROKERS: 'localhost:9092', BRAZE_REST_ENDPOINT: 'https://rest.iad-01.braze.com', BRAZE_API_KEY: 'k', GATEWAY_CONFIG: file });
+    expect(c.cohorts?.syncs.map((s) => [s.cohortId, s.cadence, s.identifiers[0]?.source.kind])).toEqual([['abc', 'hourly', 'user_id'], ['def', 'realtime', 'amplitude_id']]);
   });
 });
