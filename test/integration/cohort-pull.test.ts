@@ -4,6 +4,7 @@
  * for the snapshot topic, and the shared Braze client against the Braze stand-in.
  */
 import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.js';
 import { useMockCluster } from '../support/harness.js';
 import { brazeChanges, member, members, startCohortRig, type CohortRig } from '../support/cohort-harness.js';
 
@@ -160,5 +161,27 @@ describe('cohort pull sync', () => {
     expect((await r.status()).syncs[0]).toMatchObject({ state: 'archived', members: 10 });
     expect(notes.at(-1)?.text).toMatch(/archived/);
     expect(r.braze.received.attributes).toHaveLength(10);
+  });
+
+  it('the download budget is per calendar month, and a kept export older than its 7-day link is requested anew (injected clock)', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 10, 30, 23, 0));
+    const r = await startCohortRig(ctx.cluster, { env: { COHORT_DOWNLOAD_BUDGET: '1' }, clock });
+    ctx.cleanups.push(() => r.close());
+    r.amp.setCohort({ id: COHORT, name: 'c', members: members(0, 10), lastComputed: 1 });
+    expect((await r.sync.runNow(COHORT)).result).toBe('success');
+    r.amp.setCohort({ id: COHORT, name: 'c', members: members(0, 11), lastComputed: 2 });
+    expect((await r.sync.runNow(COHORT)).error).toMatch(/budget for 2026-11 is spent/);
+    clock.set(Date.UTC(2026, 11, 1, 0, 30));
+    expect((await r.status()).budget).toMatchObject({ used: 0, left: 1 });
+    r.braze.injectFaults({ status: 503, count: 20 });
+    const failed = await r.sync.runNow(COHORT);
+    expect(failed).toMatchObject({ result: 'failed', exportsRequested: 1 });
+    r.braze.reset();
+    clock.advance(8 * 86_400_000);
+    // the kept request is past its link's lifetime: a new export, from the month's budget
+    const next = await r.sync.runNow(COHORT);
+    expect(next.result).toBe('failed');
+    expect(next.error).toMatch(/budget for 2026-12 is spent/);
+    expect((await r.status()).syncs[0]).toMatchObject({ export_kept: null, members: 10 });
   });
 });

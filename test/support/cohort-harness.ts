@@ -6,7 +6,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Producer } from 'kafkajs';
 import { request } from 'undici';
-import { systemClock } from '../../src/clock.js';
+import { systemClock, type Clock } from '../../src/clock.js';
 import type { GatewayConfig } from '../../src/config/config.js';
 import { BrazeClient } from '../../src/amplitude-to-braze/braze-client.js';
 import { buildCohortSync, type CohortSync } from '../../src/cohorts/cohort-sync.js';
@@ -50,7 +50,7 @@ export interface CohortRig {
 
 let seq = 0;
 
-export async function startCohortRig(cluster: MockCluster, o: { env?: Record<string, string>; notifier?: Notifier; amp?: AmplitudeCohortStandIn; braze?: BrazeStandIn; foldEvery?: number } = {}): Promise<CohortRig> {
+export async function startCohortRig(cluster: MockCluster, o: { env?: Record<string, string>; notifier?: Notifier; amp?: AmplitudeCohortStandIn; braze?: BrazeStandIn; foldEvery?: number; clock?: Clock } = {}): Promise<CohortRig> {
   const amp = o.amp ?? (await startAmplitudeCohortStandIn({ apiKey: AMP_KEY, secretKey: AMP_SECRET }));
   const braze = o.braze ?? (await startBrazeStandIn({ apiKey: BRAZE_KEY }));
   const run = `${Date.now().toString(36)}-${++seq}`;
@@ -78,15 +78,16 @@ export async function startCohortRig(cluster: MockCluster, o: { env?: Record<str
   const kafka = createKafka(config.kafka, logger);
   let producer: Producer = kafka.producer({ allowAutoTopicCreation: true });
   await producer.connect();
-  const health = new HealthRegistry(systemClock);
+  const clock = o.clock ?? systemClock;
+  const health = new HealthRegistry(clock);
   const metrics = new Metrics({ defaultMetrics: false });
-  let client = new BrazeClient(config.braze!, systemClock);
+  let client = new BrazeClient(config.braze!, clock);
   let sync: CohortSync;
   let app: FastifyInstance;
   let url = '';
 
   const build = async (): Promise<void> => {
-    sync = buildCohortSync({ config, kafka, producer, braze: client, health, metrics, logger, clock: systemClock, ...(o.notifier ? { notifier: o.notifier } : {}), schedule: false, ...(o.foldEvery ? { foldEvery: o.foldEvery } : {}), sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 50))) });
+    sync = buildCohortSync({ config, kafka, producer, braze: client, health, metrics, logger, clock, ...(o.notifier ? { notifier: o.notifier } : {}), schedule: false, ...(o.foldEvery ? { foldEvery: o.foldEvery } : {}), sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 50))) });
     // both surfaces on one server, as the gateway does without ADMIN_HTTP_PORT
     app = Fastify();
     for (const route of sync.routes) await route.register(app);
@@ -117,7 +118,7 @@ export async function startCohortRig(cluster: MockCluster, o: { env?: Record<str
       await producer.disconnect();
       producer = kafka.producer({ allowAutoTopicCreation: true });
       await producer.connect();
-      client = new BrazeClient(config.braze!, systemClock);
+      client = new BrazeClient(config.braze!, clock);
       await build();
     },
     async post(path, body, headers = {}) {
