@@ -156,7 +156,10 @@ class SyncRunner {
   cohortName: string | undefined;
   timer: NodeJS.Timeout | undefined;
   chain: Promise<unknown> = Promise.resolve();
+  /** a webhook batch failed and none has been delivered since (for the recovery notification) */
   pushFailing = false;
+  /** the last pull failed (a realtime sync notifies the first failure and the recovery only) */
+  lastRunFailed = false;
   pendingPushes = 0;
   closed = false;
 
@@ -254,6 +257,10 @@ class SyncRunner {
         this.health.recordSuccess(0);
         this.o.metrics.runs.inc({ connector: this.name, result: 'skipped' });
         log.info({ lastComputed: new Date(cohort.lastComputedMs).toISOString() }, 'cohort unchanged since the last run (lastComputed has not moved): no export');
+        if (this.spec.cadence !== 'realtime') {
+          d.notifier?.notify({ event: 'run_succeeded', subject: this.name, text: `Cohort ${cohort.name} (${cohort.id}) checked: unchanged since ${new Date(cohort.lastComputedMs).toISOString()}, nothing to send (${snap.members.size} members in Braze).`, details: { ...this.details(r), unchanged: true }, atMs: r.finishedAtMs });
+        }
+        this.lastRunFailed = false;
         return r;
       }
       if (!pending && snap && this.spec.cadence === 'once') {
@@ -350,8 +357,6 @@ class SyncRunner {
       return this.failRun(r, err, log);
     }
   }
-
-  lastRunFailed = false;
 
   private failRun(r: RunReport, err: unknown, log: Logger): RunReport {
     const { d } = this.o;
