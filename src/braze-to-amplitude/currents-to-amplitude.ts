@@ -491,16 +491,19 @@ export function isCurrentsEvent(ev: AmplitudeEvent | CurrentsEvent): ev is Curre
 }
 
 /**
- * The Kafka key for an event: its Amplitude identity, `device_id` else the user id (for a Currents
- * event, `device_id` else `external_user_id`). Ids Amplitude would refuse are skipped, so a Currents
- * event and the Amplitude event mapped from it get the same key and land on the same partition.
+ * The Kafka key for an event: the user id when there is one (for a Currents event,
+ * `external_user_id`), else `device_id`. Keyed by user, all of a user's events land on one
+ * partition, so the one process owning it sees every event counted against that user id, whatever
+ * the devices (Amplitude limits each user id as well as each device id). Ids Amplitude would refuse
+ * are skipped, so a Currents event and the Amplitude event mapped from it get the same key and land
+ * on the same partition.
  */
 export function identityKey(
   ev: AmplitudeEvent | CurrentsEvent,
   opts: Pick<CurrentsMappingOptions, 'minIdLength' | 'blockedIds' | 'blockedIdsCaseSensitive'> = {},
 ): string | undefined {
   const [device, user] = isCurrentsEvent(ev) ? [ev.user.device_id, ev.user.external_user_id] : [ev.device_id, ev.user_id];
-  for (const id of [device, user]) {
+  for (const id of [user, device]) {
     if (typeof id === 'string' && id !== '' && idRejection(id, opts) === undefined) return id;
   }
   return undefined;

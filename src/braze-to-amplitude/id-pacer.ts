@@ -1,36 +1,98 @@
 import type { Clock } from '../clock.js';
 import type { LimitSettings } from '../config/config.js';
 import type { Metrics } from '../observability/metrics.js';
-import { IdentityLimiter } from '../limits/identity-limiter.js';
+import { DEVICE_NS, IdentityLimiter, USER_NS, type IdentityLimits } from '../limits/identity-limiter.js';
 
 /** The ids an event counts against: Amplitude limits each device id and each user id. */
 export interface PacedIds {
   key: string;
   deviceId?: string;
   userId?: string;
+  /**
+   * The Kafka partition of the event's key (the partition of the Currents topic it came from; the
+   * retry topics have the same partition count and the same partitioner, so a parked event's retry
+   * partition is the same number). The daily counts are kept and persisted per partition. Absent:
+   * one unpersisted limiter shared by every such event.
+   */
+  partition?: number;
 }
+
+/**
+ * Where a parked event waits. `short`: rate parks, due within seconds (`gateway.retry`); `long`:
+ * daily-quota parks, due within hours (`gateway.retry.quota`). Separate topics and consumers, so a
+ * park due in a day never delays one due in a second.
+ */
+export type ParkTier = 'short' | 'long';
 
 export type PaceVerdict =
   | { kind: 'send' }
   /** hold in memory until `untilMs`, behind this key's earlier held events */
   | { kind: 'hold'; untilMs: number }
-  /** write to the retry topic with this not-before time */
-  | { kind: 'park'; untilMs: number; reason: 'rate_limit' | 'daily_quota' }
+  /**
+   * write to the retry topic of `tier` with this not-before time. `reason` is `daily_quota` exactly
+   * when `tier` is `long` (an event queued behind a key's quota parks is parked for the same reason).
+   */
+  | { kind: 'park'; untilMs: number; reason: 'rate_limit' | 'daily_quota'; tier: ParkTier }
   | { kind: 'dead_letter'; reason: 'daily_quota'; untilMs: number };
+
+/** What a key has parked and not yet seen come back. */
+interface ParkMark {
+  short: number;
+  long: number;
+  /** latest not-before among its parks: newer events are parked no earlier */
+  untilMs: number;
+  /** last park or return: the mark's grace period runs from here */
+  touchedMs: number;
+  /** a returning event was parked again until then: the key's later returning events go behind it */
+  reparkUntil: number;
+  partition: number;
+}
+
+/** A key's parked-events mark as persisted with its partition's counts. */
+export interface PersistedMark {
+  key: string;
+  short: number;
+  long: number;
+  untilMs: number;
+}
+
+/** What the pacer persists for one partition: the daily counts and the keys with parked events. */
+export interface PartitionSnapshot {
+  /** IdentityLimiter.exportDaily() of the partition's limiter */
+  daily: Uint8Array;
+  marks: PersistedMark[];
+}
+
+/** A mark whose events never came back (consumed elsewhere, or miscounted after a crash) is dropped after this. */
+const SHORT_GRACE_MS = 60_000;
+/** How soon a key whose partition's counts are being restored is looked at again. */
+const RESTORE_POLL_MS = 50;
+/** Partition number of events that carry none. */
+const NO_PARTITION = -1;
 
 /**
  * Per-id pacing for the Amplitude leg, with an injected clock. An event over its id's rate waits
- * (in memory for a bounded delay, then in the retry topic); an id over its daily quota is parked
- * until the rolling window admits it. Order per key is kept: once a key has events held or
- * parked, its newer events go behind them, never around.
+ * (in memory for a bounded delay, then in the short retry tier); an id over its daily quota (by the
+ * gateway's own count, or because Amplitude said so) is parked in the long tier until the rolling
+ * window admits it. Order per key is kept: once a key has events held or parked, its newer events
+ * go behind them, never around, in whichever tier will release them last.
+ *
+ * Daily counts are kept per Kafka partition (one IdentityLimiter each), so a partition's counts
+ * can be saved when it is revoked and restored where it is assigned next (see LimiterStore). While
+ * a partition's counts are being restored its events wait (hold), then park as usual.
  */
 export class IdPacer {
-  private readonly limiter: IdentityLimiter;
+  private readonly limits: IdentityLimits;
+  private readonly byPartition = new Map<number, IdentityLimiter>();
+  private readonly restoring = new Set<number>();
+  /** ids Amplitude answered as over their daily quota, `d:`/`u:` + id, until when */
+  private readonly overQuota = new Map<string, number>();
   /** keys with events held in memory, and how many */
   private readonly heldCount = new Map<string, number>();
-  /** keys with events parked in the retry topic: count, and the latest not-before */
-  private readonly parked = new Map<string, { count: number; untilMs: number }>();
+  /** keys with events parked in a retry tier */
+  private readonly parked = new Map<string, ParkMark>();
   private readonly spacingMs: number;
+  private readonly longGraceMs: number;
 
   constructor(
     private readonly s: LimitSettings,
@@ -41,20 +103,21 @@ export class IdPacer {
     // pace leaves that much headroom: at most N events in any (1 s + jitter) here means at most N in
     // any second there.
     const paced = Math.max(1, Math.floor((s.eventsPerSecond * 1_000) / (1_000 + s.pacingJitterMs)));
-    this.limiter = new IdentityLimiter({ eventsPerSecond: paced, dailyQuota: s.dailyQuota, windowMs: s.quotaWindowMs, bucketMs: s.quotaBucketMs }, clock);
+    this.limits = { eventsPerSecond: paced, dailyQuota: s.dailyQuota, windowMs: s.quotaWindowMs, bucketMs: s.quotaBucketMs };
     this.spacingMs = 1_000 / paced;
+    // A long-tier partition can wait behind another key's park for up to a window: a key's long
+    // mark lasts that long after its last park or return.
+    this.longGraceMs = Math.max(SHORT_GRACE_MS, s.quotaWindowMs);
   }
 
-  /** Decides for a new event (not one coming back from the retry topic). */
+  /** Decides for a new event (not one coming back from a retry topic). */
   decide(ids: PacedIds): PaceVerdict {
     const now = this.clock.now();
     const p = this.parked.get(ids.key);
-    // A parked entry outlives its events only by a grace period: if the retry topic is consumed
-    // elsewhere (another instance), the key must not stay parked forever.
-    if (p && p.count > 0 && now < p.untilMs + 60_000) return this.park(ids.key, Math.max(now, p.untilMs), 'rate_limit');
+    if (p && this.live(p, now)) return this.park(ids, Math.max(now, p.untilMs), p.short > 0 ? 'short' : 'long');
     const held = this.heldCount.get(ids.key) ?? 0;
     if (held > 0) {
-      if (held * this.spacingMs > this.s.maxDelayMs) return this.park(ids.key, now + held * this.spacingMs, 'rate_limit');
+      if (held * this.spacingMs > this.s.maxDelayMs) return this.park(ids, now + held * this.spacingMs, 'short');
       this.heldCount.set(ids.key, held + 1);
       this.metrics.limiterDecisions.inc({ decision: 'wait' });
       return { kind: 'hold', untilMs: now };
@@ -62,23 +125,31 @@ export class IdPacer {
     return this.check(ids, false);
   }
 
-  /** Decides for an event back from the retry topic: it may wait in memory as long as needed. */
-  decideRetried(ids: PacedIds): PaceVerdict {
+  /**
+   * Decides for an event back from a retry topic (`from`: the tier it was read from): it may wait in
+   * memory as long as needed. If an earlier returning event of its key was parked again, it goes
+   * behind that one.
+   */
+  decideRetried(ids: PacedIds, from: ParkTier = 'short'): PaceVerdict {
+    const now = this.clock.now();
     const p = this.parked.get(ids.key);
     if (p) {
-      p.count--;
-      if (p.count <= 0) this.parked.delete(ids.key);
+      if (from === 'long' ? p.long > 0 : p.short <= 0 && p.long > 0) p.long--;
+      else if (p.short > 0) p.short--;
+      p.touchedMs = now;
+      if (p.reparkUntil > now) return this.park(ids, p.reparkUntil, 'long', true);
+      if (p.short + p.long <= 0) this.parked.delete(ids.key);
     }
     if ((this.heldCount.get(ids.key) ?? 0) > 0) {
       this.heldCount.set(ids.key, (this.heldCount.get(ids.key) ?? 0) + 1);
-      return { kind: 'hold', untilMs: this.clock.now() };
+      return { kind: 'hold', untilMs: now };
     }
     return this.check(ids, true);
   }
 
   /** Re-checks the head of a key's held events; 'send' consumes its capacity. */
   recheck(ids: PacedIds): PaceVerdict {
-    const v = this.take(ids);
+    const v = this.take(ids, false);
     if (v.kind === 'send') this.release(ids.key);
     return v;
   }
@@ -90,28 +161,171 @@ export class IdPacer {
     else this.heldCount.set(key, n);
   }
 
+  /**
+   * Amplitude answered that these ids are over their daily quota (a 429's
+   * `exceeded_daily_quota_devices` / `_users`): until `untilMs` (default one quota bucket from now,
+   * the step in which Amplitude re-evaluates its rolling window) every new event of theirs is
+   * parked in the long tier (or dead-lettered with AMPLITUDE_QUOTA_ACTION=dead-letter) without
+   * being sent. Returns the time used, for parking the refused events themselves.
+   */
+  markOverQuota(ids: { devices?: Iterable<string>; users?: Iterable<string> }, untilMs?: number): number {
+    const until = untilMs ?? this.clock.now() + this.s.quotaBucketMs;
+    const put = (k: string): void => {
+      this.overQuota.set(k, Math.max(this.overQuota.get(k) ?? 0, until));
+    };
+    for (const d of ids.devices ?? []) put(`d:${d}`);
+    for (const u of ids.users ?? []) put(`u:${u}`);
+    return until;
+  }
+
+  /**
+   * An event the leg parked itself (an Amplitude answer, not a pacer verdict): the key's newer
+   * events must queue behind it, so it is counted like a park the pacer decided.
+   */
+  noteParked(ids: PacedIds, untilMs: number, reason: 'rate_limit' | 'daily_quota'): void {
+    this.mark(ids, untilMs, reason === 'daily_quota' ? 'long' : 'short', false);
+  }
+
+  /** An event parked by decide() could not be written: forget it was parked. */
+  unpark(key: string, tier?: ParkTier): void {
+    const p = this.parked.get(key);
+    if (!p) return;
+    if (tier === 'long' || (tier === undefined && p.short <= 0)) p.long--;
+    else p.short--;
+    if (p.short + p.long <= 0) this.parked.delete(key);
+  }
+
+  // ---- partitions: restore, snapshot, revoke ----------------------------------------------
+
+  /** Partitions assigned whose counts are about to be restored: their events wait until restorePartition. */
+  beginRestore(partitions: Iterable<number>): number[] {
+    const started: number[] = [];
+    for (const p of partitions) {
+      if (this.byPartition.has(p) || this.restoring.has(p)) continue;
+      this.restoring.add(p);
+      started.push(p);
+    }
+    return started;
+  }
+
+  /** Installs a partition's restored counts (fresh ones when there is no snapshot) and lets its events through. */
+  restorePartition(partition: number, snap: PartitionSnapshot | undefined): void {
+    const existing = this.byPartition.get(partition);
+    if (existing) {
+      const seeds = snap ? IdentityLimiter.snapshotSeeds(snap.daily) : undefined;
+      if (snap && seeds && seeds[0] === existing.seeds[0] && seeds[1] === existing.seeds[1]) existing.importDaily(snap.daily);
+    } else {
+      this.byPartition.set(partition, IdentityLimiter.fromSnapshot(this.limits, this.clock, snap?.daily));
+    }
+    const now = this.clock.now();
+    for (const m of snap?.marks ?? []) {
+      if (this.parked.has(m.key) || m.short + m.long <= 0) continue;
+      this.parked.set(m.key, { short: m.short, long: m.long, untilMs: m.untilMs, touchedMs: now, reparkUntil: 0, partition });
+    }
+    this.restoring.delete(partition);
+  }
+
+  /** The partition's counts and parked-key marks, or undefined when this pacer does not hold it. */
+  exportPartition(partition: number): PartitionSnapshot | undefined {
+    const lim = this.byPartition.get(partition);
+    if (!lim) return undefined;
+    const marks: PersistedMark[] = [];
+    for (const [key, m] of this.parked) {
+      if (m.partition === partition && m.short + m.long > 0) marks.push({ key, short: m.short, long: m.long, untilMs: m.untilMs });
+    }
+    return { daily: lim.exportDaily(), marks };
+  }
+
+  /** The partition went to another member: forget its counts (saved first by the store) and marks. */
+  dropPartition(partition: number): void {
+    this.byPartition.delete(partition);
+    this.restoring.delete(partition);
+    for (const [key, m] of this.parked) if (m.partition === partition) this.parked.delete(key);
+  }
+
+  /** Partitions whose counts this pacer holds (NO_PARTITION excluded). */
+  heldPartitions(): number[] {
+    return [...this.byPartition.keys()].filter((p) => p !== NO_PARTITION);
+  }
+
+  isRestoring(partition: number): boolean {
+    return this.restoring.has(partition);
+  }
+
+  /** Daily usage of an id in its partition, as a fraction of the quota (tests, diagnostics). */
+  dailyUsage(id: { deviceId?: string; userId?: string; partition?: number }): number {
+    const lim = this.byPartition.get(id.partition ?? NO_PARTITION);
+    if (!lim) return 0;
+    return Math.max(id.deviceId ? lim.dailyUsage(id.deviceId, DEVICE_NS) : 0, id.userId ? lim.dailyUsage(id.userId, USER_NS) : 0);
+  }
+
+  evictIdle(): number {
+    let n = 0;
+    for (const lim of this.byPartition.values()) n += lim.evictIdle(this.s.idleEvictMs);
+    const now = this.clock.now();
+    for (const [k, until] of this.overQuota) if (until <= now) this.overQuota.delete(k);
+    for (const [k, m] of this.parked) if (!this.live(m, now)) this.parked.delete(k);
+    return n;
+  }
+
+  get trackedIdentities(): number {
+    let n = 0;
+    for (const lim of this.byPartition.values()) n += lim.size;
+    return n;
+  }
+
+  identitiesAbove(fraction: number): number {
+    let n = 0;
+    for (const lim of this.byPartition.values()) n += lim.countAbove(fraction);
+    return n;
+  }
+
+  approximateBytes(): number {
+    let n = 0;
+    for (const lim of this.byPartition.values()) n += lim.approximateBytes();
+    return n;
+  }
+
+  // ---- internals ---------------------------------------------------------------------------
+
+  private live(p: ParkMark, now: number): boolean {
+    if (p.short + p.long <= 0) return false;
+    const grace = p.long > 0 ? this.longGraceMs : SHORT_GRACE_MS;
+    return now < Math.max(p.untilMs, p.touchedMs) + grace;
+  }
+
   private check(ids: PacedIds, retried: boolean): PaceVerdict {
-    const v = this.take(ids);
-    if (v.kind === 'send') return v;
+    const v = this.take(ids, retried);
     if (v.kind === 'hold' && (retried || v.untilMs - this.clock.now() <= this.s.maxDelayMs)) {
       this.heldCount.set(ids.key, 1);
       return v;
     }
-    if (v.kind === 'hold') return this.park(ids.key, v.untilMs, 'rate_limit');
+    if (v.kind === 'hold') return this.park(ids, v.untilMs, 'short');
     return v;
   }
 
-  private take(ids: PacedIds): PaceVerdict {
-    for (const id of [ids.deviceId, ids.userId]) {
+  private take(ids: PacedIds, retried: boolean): PaceVerdict {
+    const now = this.clock.now();
+    const partition = ids.partition ?? NO_PARTITION;
+    if (this.restoring.has(partition)) {
+      this.metrics.limiterDecisions.inc({ decision: 'wait' });
+      return { kind: 'hold', untilMs: now + RESTORE_POLL_MS };
+    }
+    let lim = this.byPartition.get(partition);
+    if (!lim) {
+      lim = new IdentityLimiter(this.limits, this.clock);
+      this.byPartition.set(partition, lim);
+    }
+    // Amplitude's own answer first: it knows counts no instance of the gateway saw.
+    const told = Math.max(this.toldUntil(ids.deviceId, 'd:', now), this.toldUntil(ids.userId, 'u:', now));
+    if (told > now) return this.quota(ids, told, retried);
+    for (let i = 0; i < 2; i++) {
+      const id = i === 0 ? ids.deviceId : ids.userId;
       if (id === undefined) continue;
       // A device admitted and its user refused loses that device slot: the pace errs slow, never fast.
-      const until = this.limiter.tryTake(id);
+      const until = lim.tryTake(id, 1, i === 0 ? DEVICE_NS : USER_NS);
       if (until === 0) continue;
-      if (this.limiter.lastDecisionWasQuota) {
-        this.metrics.limiterDecisions.inc({ decision: 'quota' });
-        if (this.s.quotaAction === 'dead-letter') return { kind: 'dead_letter', reason: 'daily_quota', untilMs: until };
-        return this.park(ids.key, until, 'daily_quota');
-      }
+      if (lim.lastDecisionWasQuota) return this.quota(ids, until, retried);
       this.metrics.limiterDecisions.inc({ decision: 'wait' });
       return { kind: 'hold', untilMs: until };
     }
@@ -119,33 +333,42 @@ export class IdPacer {
     return { kind: 'send' };
   }
 
-  private park(key: string, untilMs: number, reason: 'rate_limit' | 'daily_quota'): PaceVerdict {
-    const p = this.parked.get(key);
-    if (p) {
-      p.count++;
-      p.untilMs = Math.max(p.untilMs, untilMs);
-    } else this.parked.set(key, { count: 1, untilMs });
+  private toldUntil(id: string | undefined, prefix: string, now: number): number {
+    if (id === undefined || this.overQuota.size === 0) return 0;
+    const k = prefix + id;
+    const until = this.overQuota.get(k);
+    if (until === undefined) return 0;
+    if (until <= now) {
+      this.overQuota.delete(k);
+      return 0;
+    }
+    return until;
+  }
+
+  private quota(ids: PacedIds, untilMs: number, retried: boolean): PaceVerdict {
+    this.metrics.limiterDecisions.inc({ decision: 'quota' });
+    if (this.s.quotaAction === 'dead-letter') return { kind: 'dead_letter', reason: 'daily_quota', untilMs };
+    return this.park(ids, untilMs, 'long', retried);
+  }
+
+  private park(ids: PacedIds, untilMs: number, tier: ParkTier, repark = false): PaceVerdict {
+    this.mark(ids, untilMs, tier, repark);
+    const reason = tier === 'long' ? 'daily_quota' : 'rate_limit';
     this.metrics.limiterParked.inc({ reason });
-    return { kind: 'park', untilMs, reason };
+    return { kind: 'park', untilMs, reason, tier };
   }
 
-  /** An event parked by decide() could not be written: forget it was parked. */
-  unpark(key: string): void {
-    const p = this.parked.get(key);
-    if (!p) return;
-    p.count--;
-    if (p.count <= 0) this.parked.delete(key);
-  }
-
-  evictIdle(): number {
-    return this.limiter.evictIdle(this.s.idleEvictMs);
-  }
-
-  get trackedIdentities(): number {
-    return this.limiter.size;
-  }
-
-  identitiesAbove(fraction: number): number {
-    return this.limiter.countAbove(fraction);
+  private mark(ids: PacedIds, untilMs: number, tier: ParkTier, repark: boolean): void {
+    const now = this.clock.now();
+    let p = this.parked.get(ids.key);
+    if (!p) {
+      p = { short: 0, long: 0, untilMs, touchedMs: now, reparkUntil: 0, partition: ids.partition ?? NO_PARTITION };
+      this.parked.set(ids.key, p);
+    }
+    if (tier === 'long') p.long++;
+    else p.short++;
+    p.untilMs = Math.max(p.untilMs, untilMs);
+    p.touchedMs = now;
+    if (repark) p.reparkUntil = Math.max(p.reparkUntil, untilMs);
   }
 }

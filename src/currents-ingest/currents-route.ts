@@ -148,7 +148,7 @@ function lazySources(text: string, count: number): RawSources {
 
 /**
  * Validates Currents events one by one and writes them to the Currents topic, keyed by their
- * Amplitude identity; an event that can never be delivered goes to the dead-letter topic with its
+ * Amplitude identity (the user id when there is one, else the device id: see identityKey); an event that can never be delivered goes to the dead-letter topic with its
  * reason (its source text as sent where there is one, else its JSON), through DeadLetterWriter, which
  * logs and counts it. Resolves once Kafka has acknowledged all of it; rejects if it did not.
  */
@@ -176,7 +176,7 @@ export async function storeCurrentsEvents(
       continue;
     }
     // Ids Amplitude would refuse still need a key; the leg decides their fate and counts it.
-    const key = identityKey(ev, { minIdLength: d.minIdLength }) ?? ev.user.device_id ?? ev.user.external_user_id ?? null;
+    const key = identityKey(ev, { minIdLength: d.minIdLength }) ?? ev.user.external_user_id ?? ev.user.device_id ?? null;
     // The record's timestamp says when the gateway received it (the leg ages events by it); a
     // header per record would cost a fifth more to encode.
     stored.push({ key, value, timestamp: String(now) });

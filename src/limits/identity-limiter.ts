@@ -44,7 +44,23 @@ export interface IdentityLimits {
   windowMs?: number;
   /** Granularity of the rolling window. Default 1 h. */
   bucketMs?: number;
+  /**
+   * Hash seeds. Default random per limiter, so crafted ids cannot target a victim's record or build
+   * long probe chains. A limiter restored from a snapshot takes the snapshot's seeds (see
+   * {@link IdentityLimiter.fromSnapshot}): the snapshot holds hashes, never the id strings.
+   */
+  seeds?: readonly [number, number];
 }
+
+/**
+ * Separate namespaces: the same string as a device id and as a user id are two identities, with
+ * two budgets (a user id equal to another device's id must not share its budget, and an event whose
+ * device_id equals its user_id must not be counted twice against one record).
+ */
+export const DEVICE_NS = 0;
+export const USER_NS = 1;
+const SNAPSHOT_VERSION = 1;
+const SNAPSHOT_HEADER = 1 + 4 + 4 + 8 + 8 + 8 + 4;
 
 export type LimitDecision =
   | { kind: 'allow' }
@@ -169,7 +185,10 @@ export class IdentityLimiter {
     if (ring > 4096) throw new RangeError(`windowMs / bucketMs too large (${ring - 1} buckets)`);
 
     this.clock = clock;
-    this.epoch = Math.floor(clock.now());
+    // Buckets aligned to multiples of bucketMs since the Unix epoch, so every limiter (another
+    // instance, or this one after a restart) cuts the rolling window at the same instants and a
+    // restored count expires exactly when it would have without the restart.
+    this.epoch = Math.floor(Math.floor(clock.now()) / bucketMs) * bucketMs;
     this.n = n;
     this.quota = quota;
     this.maxCount = Math.min(burst, quota);
@@ -193,8 +212,13 @@ export class IdentityLimiter {
     this.u16 = new Uint16Array(this.buf);
     this.idx = new Int32Array(2 * INITIAL_INDEX);
     this.mask = INITIAL_INDEX - 1;
-    this.seedA = randomSeed();
-    this.seedB = randomSeed();
+    this.seedA = limits.seeds ? limits.seeds[0] | 0 : randomSeed();
+    this.seedB = limits.seeds ? limits.seeds[1] | 0 : randomSeed();
+  }
+
+  /** The hash seeds; a snapshot carries them, since it holds hashes and not id strings. */
+  get seeds(): [number, number] {
+    return [this.seedA, this.seedB];
   }
 
   get size(): number {
@@ -206,18 +230,19 @@ export class IdentityLimiter {
     return this.capacityRecords;
   }
 
-  take(identity: string, count = 1): LimitDecision {
-    const r = this.tryTake(identity, count);
+  take(identity: string, count = 1, ns = DEVICE_NS): LimitDecision {
+    const r = this.tryTake(identity, count, ns);
     if (r === 0) return ALLOW;
     return this.lastDecisionWasQuota ? { kind: 'quota', untilMs: r } : { kind: 'wait', untilMs: r };
   }
 
-  tryTake(identity: string, count = 1): number {
+  /** 0 when admitted (and counted), else the time it would be admitted; `ns`: DEVICE_NS or USER_NS. */
+  tryTake(identity: string, count = 1, ns = DEVICE_NS): number {
     this.checkCount(count);
     // Whole milliseconds are what makes the 1 ms early-slot allowance sound.
     const tRel = Math.floor(this.clock.now()) - this.epoch;
     const c = this.bucketAt(tRel);
-    this.hashKey(identity);
+    this.hashKey(identity, ns);
     let slot = this.lookup();
     if (slot < 0) slot = this.insert(c, tRel);
     return this.decide(slot, count, tRel, c);
@@ -236,6 +261,7 @@ export class IdentityLimiter {
     out: Float64Array,
     quotaOut?: Uint8Array,
     counts?: ArrayLike<number>,
+    namespaces?: ArrayLike<number>,
   ): number {
     const total = identities.length;
     if (out.length < total || (quotaOut !== undefined && quotaOut.length < total)) {
@@ -258,7 +284,7 @@ export class IdentityLimiter {
       let touch = 0;
       for (let j = 0; j < n; j++) touch += identities[base + j]?.length ?? 0;
       for (let j = 0; j < n; j++) {
-        this.hashKey(identities[base + j] ?? '');
+        this.hashKey(identities[base + j] ?? '', namespaces === undefined ? DEVICE_NS : (namespaces[base + j] ?? DEVICE_NS));
         los[j] = this.h0;
         his[j] = this.h1;
       }
@@ -312,9 +338,9 @@ export class IdentityLimiter {
     return allowed;
   }
 
-  dailyUsage(identity: string): number {
+  dailyUsage(identity: string, ns = DEVICE_NS): number {
     const tRel = Math.floor(this.clock.now()) - this.epoch;
-    this.hashKey(identity);
+    this.hashKey(identity, ns);
     const slot = this.lookup();
     if (slot >= 0) return this.liveSum(slot, tRel) / this.quota;
     const p = this.parked.get(this.parkKey());
@@ -379,6 +405,168 @@ export class IdentityLimiter {
       this.parked.size * 60 +
       parkedArrays
     );
+  }
+
+  // ---- snapshots (persistence of the daily counts) ------------------------------------------
+
+  /**
+   * The daily counts of every identity (live and parked) as a compact byte string: a header with
+   * the seeds, then per identity its 53-bit hash key and its counted buckets as varints of
+   * (bucket - base, count), about 13 bytes for an identity active in one bucket. Rate state (the
+   * last second) is not kept: it is stale by the time a snapshot is read. Buckets are absolute
+   * (multiples of bucketMs since the Unix epoch), so any limiter can read it.
+   */
+  exportDaily(): Uint8Array {
+    const tRel = Math.floor(this.clock.now()) - this.epoch;
+    const c = this.bucketAt(tRel);
+    const k0 = this.epoch / this.bucketMs;
+    const base = k0 + c - this.ring;
+    const w = new ByteWriter(SNAPSHOT_HEADER + 16 * (this.live + this.parked.size));
+    w.u8(SNAPSHOT_VERSION);
+    w.i32(this.seedA);
+    w.i32(this.seedB);
+    w.f64(this.bucketMs);
+    w.f64(this.windowMs);
+    w.f64(base);
+    const countAt = w.reserveU32();
+    let entries = 0;
+    const pairs: number[] = [];
+    for (let p = 0; p <= this.mask; p++) {
+      const rec = this.idx[2 * p + 1] ?? 0;
+      if (rec === 0) continue;
+      const slot = rec - 1;
+      pairs.length = 0;
+      const head = this.i32[slot * this.s32 + I32_HEAD] ?? 0;
+      for (let b = head - this.ring + 1; b <= head; b++) {
+        if (!this.counted(b, tRel)) continue;
+        const v = this.bucketCount(slot, b);
+        if (v > 0) pairs.push(b, v);
+      }
+      if (pairs.length === 0) continue;
+      this.h0 = this.idx[2 * p] ?? 0;
+      this.h1 = this.i32[slot * this.s32 + I32_HASH_HI] ?? 0;
+      this.writeEntry(w, this.parkKey(), pairs, k0 - base);
+      entries++;
+    }
+    for (const [key, p] of this.parked) {
+      const all = this.parkedPairs(p);
+      pairs.length = 0;
+      for (let i = 0; i < all.length; i += 2) if (this.counted(all[i] ?? 0, tRel)) pairs.push(all[i] ?? 0, all[i + 1] ?? 0);
+      if (pairs.length === 0) continue;
+      this.writeEntry(w, key, pairs, k0 - base);
+      entries++;
+    }
+    w.setU32(countAt, entries);
+    return w.done();
+  }
+
+  private writeEntry(w: ByteWriter, key: number, pairs: number[], shift: number): void {
+    w.u32(key % 0x100000000);
+    w.u32(Math.floor(key / 0x100000000));
+    w.varint(pairs.length / 2);
+    for (let i = 0; i < pairs.length; i += 2) {
+      w.varint((pairs[i] ?? 0) + shift);
+      w.varint(pairs[i + 1] ?? 0);
+    }
+  }
+
+  /** The seeds a snapshot was written with, or undefined when it is not a snapshot this code reads. */
+  static snapshotSeeds(snapshot: Uint8Array): [number, number] | undefined {
+    if (snapshot.byteLength < SNAPSHOT_HEADER || snapshot[0] !== SNAPSHOT_VERSION) return undefined;
+    const v = new DataView(snapshot.buffer, snapshot.byteOffset, snapshot.byteLength);
+    return [v.getInt32(1, true), v.getInt32(5, true)];
+  }
+
+  /** A limiter holding a snapshot's counts (with its seeds); a fresh one when it cannot be read. */
+  static fromSnapshot(limits: IdentityLimits, clock: Clock, snapshot: Uint8Array | undefined): IdentityLimiter {
+    const seeds = snapshot ? IdentityLimiter.snapshotSeeds(snapshot) : undefined;
+    const lim = new IdentityLimiter(seeds ? { ...limits, seeds } : limits, clock);
+    if (snapshot && seeds) lim.importDaily(snapshot);
+    return lim;
+  }
+
+  /**
+   * Adds a snapshot's counts to this limiter's (an identity counted here and in the snapshot ends
+   * with the sum: conservative). The snapshot must have been written with this limiter's seeds.
+   * Buckets already expired are skipped; a snapshot with another bucket size has each old bucket
+   * counted in the new bucket holding its last millisecond, so nothing expires earlier than it
+   * would have. Returns the identities read.
+   */
+  importDaily(snapshot: Uint8Array): number {
+    const seeds = IdentityLimiter.snapshotSeeds(snapshot);
+    if (!seeds) throw new RangeError('not a limiter snapshot (or a newer format)');
+    if (seeds[0] !== this.seedA || seeds[1] !== this.seedB) throw new RangeError('snapshot written with other hash seeds: use IdentityLimiter.fromSnapshot');
+    const r = new ByteReader(snapshot);
+    r.pos = 1 + 4 + 4;
+    const oldBucketMs = r.f64();
+    r.f64(); // windowMs: counts are judged by this limiter's window
+    const base = r.f64();
+    const entries = r.u32();
+    const tRel = Math.floor(this.clock.now()) - this.epoch;
+    const c = this.bucketAt(tRel);
+    const k0 = this.epoch / this.bucketMs;
+    const same = oldBucketMs === this.bucketMs;
+    // live records by their parked key, only when some are live (a limiter filled while loading)
+    let liveByKey: Map<number, number> | undefined;
+    if (this.live > 0) {
+      liveByKey = new Map();
+      for (let p = 0; p <= this.mask; p++) {
+        const rec = this.idx[2 * p + 1] ?? 0;
+        if (rec === 0) continue;
+        this.h0 = this.idx[2 * p] ?? 0;
+        this.h1 = this.i32[(rec - 1) * this.s32 + I32_HASH_HI] ?? 0;
+        liveByKey.set(this.parkKey(), rec - 1);
+      }
+    }
+    const pairs: number[] = [];
+    for (let e = 0; e < entries; e++) {
+      const key = r.u32() + r.u32() * 0x100000000;
+      const n = r.varint();
+      pairs.length = 0;
+      for (let i = 0; i < n; i++) {
+        const kOld = base + r.varint();
+        const v = r.varint();
+        const kNew = same ? kOld : Math.floor(((kOld + 1) * oldBucketMs - 1) / this.bucketMs);
+        // A writer whose clock ran ahead: its future buckets count as now.
+        const b = Math.min(kNew - k0, c);
+        if (v > 0 && this.counted(b, tRel)) pairs.push(b, v);
+      }
+      if (pairs.length === 0) continue;
+      const slot = liveByKey?.get(key);
+      if (slot !== undefined) {
+        this.addPairsToRecord(slot, pairs);
+        continue;
+      }
+      const prev = this.parked.get(key);
+      if (prev !== undefined) pairs.push(...this.parkedPairs(prev));
+      this.parked.set(key, this.encodeParked(pairs.slice()));
+    }
+    return entries;
+  }
+
+  private addPairsToRecord(slot: number, pairs: number[]): void {
+    const r32 = slot * this.s32;
+    let head = this.i32[r32 + I32_HEAD] ?? 0;
+    for (let i = 0; i < pairs.length; i += 2) {
+      const b = pairs[i] ?? 0;
+      if (b > head) {
+        this.rotate(slot, head, b);
+        this.i32[r32 + I32_HEAD] = b;
+        head = b;
+      }
+    }
+    for (let i = 0; i < pairs.length; i += 2) {
+      const b = pairs[i] ?? 0;
+      const v = pairs[i + 1] ?? 0;
+      if (b <= head - this.ring) continue;
+      this.addToBucket(slot, ((b % this.ring) + this.ring) % this.ring, v);
+      this.u32[r32 + U32_SUM] = (this.u32[r32 + U32_SUM] ?? 0) + v;
+    }
+  }
+
+  /** Identities with live records or parked counts: what a snapshot would hold at most. */
+  get trackedWithCounts(): number {
+    return this.live + this.parked.size;
   }
 
   // ---- decision ----------------------------------------------------------------------------
@@ -454,9 +642,10 @@ export class IdentityLimiter {
   // ---- index -------------------------------------------------------------------------------
 
   /** Seeded 64-bit hash of the identity into h0 (index half) and h1 (record half). */
-  private hashKey(s: string): void {
-    let a = this.seedA;
-    let b = this.seedB;
+  private hashKey(s: string, ns: number): void {
+    // The namespace perturbs both seeds, so equal strings in two namespaces hash independently.
+    let a = this.seedA ^ Math.imul(ns, 0x632be5ab);
+    let b = this.seedB ^ Math.imul(ns, 0x1b873593);
     const len = s.length;
     let i = 0;
     // Two independent lanes (xor-multiply-shift and add-multiply-rotate), two UTF-16 units a step.
@@ -740,5 +929,93 @@ export class IdentityLimiter {
     }
     if (kept.length === 0) return undefined;
     return kept.length === pairs.length ? p : this.encodeParked(kept);
+  }
+}
+
+/** Little-endian writer for snapshots, growing by doubling. */
+class ByteWriter {
+  private buf: Uint8Array;
+  private view: DataView;
+  private n = 0;
+  constructor(initial: number) {
+    this.buf = new Uint8Array(Math.max(64, initial));
+    this.view = new DataView(this.buf.buffer);
+  }
+  private room(k: number): void {
+    if (this.n + k <= this.buf.byteLength) return;
+    let size = this.buf.byteLength * 2;
+    while (size < this.n + k) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.n));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+  u8(v: number): void {
+    this.room(1);
+    this.buf[this.n++] = v;
+  }
+  i32(v: number): void {
+    this.room(4);
+    this.view.setInt32(this.n, v, true);
+    this.n += 4;
+  }
+  u32(v: number): void {
+    this.room(4);
+    this.view.setUint32(this.n, v >>> 0, true);
+    this.n += 4;
+  }
+  f64(v: number): void {
+    this.room(8);
+    this.view.setFloat64(this.n, v, true);
+    this.n += 8;
+  }
+  reserveU32(): number {
+    const at = this.n;
+    this.u32(0);
+    return at;
+  }
+  setU32(at: number, v: number): void {
+    this.view.setUint32(at, v >>> 0, true);
+  }
+  /** unsigned LEB128, for integers up to 2^53 */
+  varint(v: number): void {
+    this.room(8);
+    while (v >= 0x80) {
+      this.buf[this.n++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[this.n++] = v;
+  }
+  done(): Uint8Array {
+    return this.buf.slice(0, this.n);
+  }
+}
+
+class ByteReader {
+  pos = 0;
+  private readonly view: DataView;
+  constructor(private readonly buf: Uint8Array) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  u32(): number {
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  f64(): number {
+    const v = this.view.getFloat64(this.pos, true);
+    this.pos += 8;
+    return v;
+  }
+  varint(): number {
+    let v = 0;
+    let mul = 1;
+    for (;;) {
+      if (this.pos >= this.buf.byteLength) throw new RangeError('truncated limiter snapshot');
+      const b = this.buf[this.pos++] ?? 0;
+      v += (b & 0x7f) * mul;
+      if (b < 0x80) return v;
+      mul *= 0x80;
+    }
   }
 }

@@ -81,7 +81,8 @@ describe('POST /currents contract', () => {
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ stored: 10, dead_lettered: 2 });
     const stored = await readTopic(broker.cluster.bootstrap, topics.currents, 10, 10_000);
-    expect(stored.map((m) => m.key).sort()).toEqual(good.map((e) => e.user.device_id).sort());
+    // keyed by user when there is one, else by device: all of a user's events on one partition
+    expect(stored.map((m) => m.key).sort()).toEqual(good.map((e) => e.user.external_user_id ?? e.user.device_id).sort());
     const dl = await readTopic(broker.cluster.bootstrap, topics.dlq, 2, 10_000);
     expect(dl.map((m) => m.headers.reason).sort()).toEqual(['missing_event_type', 'no_identity']);
     expect(dl.every((m) => m.headers.connector === 'currents' && m.headers.leg === 'inbound')).toBe(true);

@@ -469,13 +469,15 @@ describe('identity gate and Amplitude id rules', () => {
 });
 
 describe('identityKey (Kafka key)', () => {
-  it('is the device id, else the external id, for a Currents event', () => {
-    expect(identityKey(ev('x', FULL_USER, {}))).toBe('device_id');
+  it('is the external id, else the device id, for a Currents event (one partition per user)', () => {
+    expect(identityKey(ev('x', FULL_USER, {}))).toBe('external_user_id');
+    expect(identityKey(ev('x', { device_id: 'device_id' }, {}))).toBe('device_id');
     expect(identityKey(ev('x', USER_NO_DEVICE, {}))).toBe('external_user_id');
     expect(identityKey(ev('x', { user_id: BRAZE_ID }, {}))).toBeUndefined();
   });
-  it('is the device id, else the user id, for an Amplitude event', () => {
-    expect(identityKey({ event_type: 'e', user_id: 'cust-000482', device_id: 'device-0001' })).toBe('device-0001');
+  it('is the user id, else the device id, for an Amplitude event', () => {
+    expect(identityKey({ event_type: 'e', user_id: 'cust-000482', device_id: 'device-0001' })).toBe('cust-000482');
+    expect(identityKey({ event_type: 'e', device_id: 'device-0001' })).toBe('device-0001');
     expect(identityKey({ event_type: 'e', user_id: 'cust-000482' })).toBe('cust-000482');
     expect(identityKey({ event_type: 'e' })).toBeUndefined();
   });
@@ -484,6 +486,10 @@ describe('identityKey (Kafka key)', () => {
     const mapped = mapCurrentsEvent(e);
     expect(mapped.ok && identityKey(mapped.event)).toBe('cust-000482');
     expect(identityKey(e)).toBe('cust-000482');
+    const f = ev('users.messages.email.Open', { external_user_id: 'null', device_id: 'device-0001' }, {});
+    const mappedF = mapCurrentsEvent(f);
+    expect(mappedF.ok && identityKey(mappedF.event)).toBe('device-0001');
+    expect(identityKey(f)).toBe('device-0001');
   });
 });
 

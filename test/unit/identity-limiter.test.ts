@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
-import { IdentityLimiter, type IdentityLimits } from '../../src/limits/identity-limiter.js';
+import { DEVICE_NS, IdentityLimiter, USER_NS, type IdentityLimits } from '../../src/limits/identity-limiter.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -453,5 +453,99 @@ describe('IdentityLimiter eviction', () => {
     expect(() => new IdentityLimiter({ eventsPerSecond: 5, burst: 6, dailyQuota: 1 })).toThrow(RangeError);
     expect(() => new IdentityLimiter({ eventsPerSecond: 5, dailyQuota: 0 })).toThrow(RangeError);
     expect(() => new IdentityLimiter({ eventsPerSecond: 5, dailyQuota: 1, bucketMs: 2, windowMs: 1 })).toThrow(RangeError);
+  });
+});
+
+describe('IdentityLimiter namespaces', () => {
+  it('gives a device id and an equal user id separate budgets', () => {
+    const clock = new ManualClock(0);
+    const lim = new IdentityLimiter({ eventsPerSecond: 30, dailyQuota: 1e6 }, clock);
+    // device_id == user_id: both namespaces get the full burst
+    for (let i = 0; i < 30; i++) {
+      expect(lim.tryTake('same-id', 1, DEVICE_NS)).toBe(0);
+      expect(lim.tryTake('same-id', 1, USER_NS)).toBe(0);
+    }
+    expect(lim.tryTake('same-id', 1, DEVICE_NS)).toBeGreaterThan(0);
+    expect(lim.tryTake('same-id', 1, USER_NS)).toBeGreaterThan(0);
+    expect(lim.size).toBe(2);
+  });
+
+  it('keeps namespaces apart in tryTakeMany as in tryTake', () => {
+    const lim = new IdentityLimiter({ eventsPerSecond: 2, dailyQuota: 1e6 }, new ManualClock(0));
+    const out = new Float64Array(6);
+    expect(lim.tryTakeMany(['x', 'x', 'x', 'x', 'x', 'x'], out, undefined, undefined, [0, 1, 0, 1, 0, 1])).toBe(4);
+    expect([...out].map((v) => v === 0)).toEqual([true, true, true, true, false, false]);
+  });
+});
+
+describe('IdentityLimiter snapshots', () => {
+  const limits: IdentityLimits = { eventsPerSecond: 1000, dailyQuota: 100, windowMs: 10_000, bucketMs: 1_000 };
+
+  it('aligns buckets to multiples of bucketMs, so a limiter started later cuts the window at the same instants', () => {
+    const a = new IdentityLimiter(limits, new ManualClock(123_456));
+    const clock = new ManualClock(123_456);
+    expect(a.take('d', 100)).toEqual({ kind: 'allow' });
+    // bucket [123000, 124000) counts until 134000 whatever the start time
+    const b = new IdentityLimiter(limits, clock);
+    expect(b.take('e', 100)).toEqual({ kind: 'allow' });
+    expect(a.take('d').kind === 'quota' && (a.take('d') as { untilMs: number }).untilMs).toBe(134_000);
+    expect((b.take('e') as { untilMs: number }).untilMs).toBe(134_000);
+  });
+
+  it('round-trips daily counts, live and parked, into a limiter with the same seeds', () => {
+    const clock = new ManualClock(50_000);
+    const a = new IdentityLimiter(limits, clock);
+    for (let i = 0; i < 1000; i++) expect(a.tryTake(`dev-${i}`, 1 + (i % 50))).toBe(0);
+    clock.advance(1_500);
+    for (let i = 0; i < 500; i++) expect(a.tryTake(`dev-${i}`, 10)).toBe(0);
+    a.evictIdle(1_000); // every record parked: idle for over a second
+    clock.advance(600);
+    for (let i = 0; i < 200; i++) expect(a.tryTake(`dev-${i}`, 1)).toBe(0); // some live again
+    expect(a.tryTake('u-1', 7, USER_NS)).toBe(0);
+    const snap = a.exportDaily();
+    expect(snap.byteLength).toBeLessThan(1_701 * 16);
+    const b = IdentityLimiter.fromSnapshot(limits, clock, snap);
+    expect(b.seeds).toEqual(a.seeds);
+    for (let i = 0; i < 1000; i++) expect(b.dailyUsage(`dev-${i}`)).toBeCloseTo(a.dailyUsage(`dev-${i}`));
+    expect(b.dailyUsage('u-1', USER_NS)).toBeCloseTo(0.07);
+    expect(b.dailyUsage('u-1', DEVICE_NS)).toBe(0);
+    // And the quota stops each id at the same point and releases it at the same time.
+    for (const id of ['dev-0', 'dev-49', 'dev-777']) expect(b.take(id, 100)).toEqual(a.take(id, 100));
+  });
+
+  it('adds a snapshot to counts taken while it was loading, and skips expired buckets', () => {
+    const clock = new ManualClock(0);
+    const a = new IdentityLimiter(limits, clock);
+    expect(a.tryTake('d', 40)).toBe(0);
+    clock.set(5_000);
+    expect(a.tryTake('d', 30)).toBe(0);
+    const snap = a.exportDaily();
+    const b = new IdentityLimiter({ ...limits, seeds: a.seeds }, clock);
+    expect(b.tryTake('d', 20)).toBe(0); // live before the snapshot arrives
+    expect(b.importDaily(snap)).toBe(1);
+    expect(b.dailyUsage('d')).toBeCloseTo(0.9);
+    expect(b.take('d', 11)).toEqual({ kind: 'quota', untilMs: 11_000 });
+    expect(b.take('d', 10)).toEqual({ kind: 'allow' });
+    // at 11 s the first bucket (40) has left the window
+    clock.set(11_000);
+    const c = IdentityLimiter.fromSnapshot(limits, clock, snap);
+    expect(c.dailyUsage('d')).toBeCloseTo(0.3);
+  });
+
+  it('refuses a snapshot written with other seeds, and fromSnapshot starts fresh on garbage', () => {
+    const clock = new ManualClock(0);
+    const a = new IdentityLimiter(limits, clock);
+    a.tryTake('d', 5);
+    const b = new IdentityLimiter(limits, clock);
+    expect(() => b.importDaily(a.exportDaily())).toThrow(RangeError);
+    expect(IdentityLimiter.fromSnapshot(limits, clock, new Uint8Array([9, 9, 9])).size).toBe(0);
+  });
+
+  it('maps buckets of another size conservatively (never expiring earlier)', () => {
+    const clock = new ManualClock(2_500);
+    const a = new IdentityLimiter({ ...limits, bucketMs: 500 }, clock);
+    expect(a.tryTake('d', 100)).toBe(0); // bucket [2500, 3000) counts until 13000
+    const b = IdentityLimiter.fromSnapshot(limits, clock, a.exportDaily());
+    expect(b.take('d')).toEqual({ kind: 'quota', untilMs: 13_000 });
   });
 });
