@@ -21,7 +21,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import type { Kafka, KafkaMessage, Producer } from 'kafkajs';
+import { ConfigResourceTypes, type Admin, type Kafka, type KafkaMessage, type Producer } from 'kafkajs';
 import type { Logger } from '../observability/logger.js';
 import { describeError } from '../errors.js';
 import { MemberSet, applyChange } from './member-set.js';
@@ -109,7 +109,11 @@ export class CohortStore {
     let ends: Map<number, bigint>;
     try {
       const topics = await admin.listTopics();
-      if (!topics.includes(this.d.topic)) return { records: 0, ms: Date.now() - started };
+      if (!topics.includes(this.d.topic)) {
+        this.d.logger.warn({ topic: this.d.topic }, `cohort store: ${this.d.topic} does not exist yet; create it with cleanup.policy=compact (a topic auto-created with time retention would lose the snapshots after its retention)`);
+        return { records: 0, ms: Date.now() - started };
+      }
+      await this.checkCompacted(admin);
       const offsets = await admin.fetchTopicOffsets(this.d.topic);
       ends = new Map(offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]));
     } finally {
@@ -153,6 +157,19 @@ export class CohortStore {
     }
     for (const [k, v] of latest) if (v.value !== null) this.records.set(k, v.value);
     return { records: this.records.size, ms: Date.now() - started };
+  }
+
+  /** warns when the topic deletes by time: the snapshots must outlive any retention */
+  private async checkCompacted(admin: Admin): Promise<void> {
+    try {
+      const res = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: this.d.topic, configNames: ['cleanup.policy'] }] });
+      const policy = res.resources[0]?.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue;
+      if (policy !== undefined && !policy.split(',').includes('compact')) {
+        this.d.logger.error({ topic: this.d.topic, policy }, `cohort store: ${this.d.topic} has cleanup.policy=${policy}; set it to compact, or snapshots and the download count are lost after the retention and whole cohorts are sent again`);
+      }
+    } catch {
+      // brokers that do not answer DescribeConfigs (the test broker): nothing to say
+    }
   }
 
   private async put(messages: Array<{ key: string; value: Buffer | null }>): Promise<void> {

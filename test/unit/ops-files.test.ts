@@ -141,6 +141,7 @@ const TOPICS: Array<{ env: string; name: string; partitions: number; compact: bo
   { env: 'TOPIC_DEAD_LETTER', name: 'gateway.dead-letter', partitions: 3, compact: false },
   { env: 'TOPIC_RETRY', name: 'gateway.retry', partitions: 6, compact: false },
   { env: 'TOPIC_STATE', name: 'gateway.state', partitions: 1, compact: true },
+  { env: 'TOPIC_COHORTS', name: 'gateway.cohorts', partitions: 3, compact: true },
 ];
 
 function composeServices(): Obj {
