@@ -1,0 +1,110 @@
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.js';
+import type { LimitSettings } from '../../src/config/config.js';
+import { IdPacer, type PacedIds } from '../../src/braze-to-amplitude/id-pacer.js';
+import { LimiterStore } from '../../src/braze-to-amplitude/limiter-store.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { testKafka, useMockCluster } from '../support/harness.js';
+
+const broker = useMockCluster();
+
+const SETTINGS: LimitSettings = {
+  enabled: true,
+  eventsPerSecond: 1_000,
+  dailyQuota: 20,
+  quotaWindowMs: 3_000,
+  quotaBucketMs: 500,
+  maxDelayMs: 2_000,
+  pacingJitterMs: 0,
+  quotaAction: 'park',
+  idleEvictMs: 600_000,
+  retryMaxHeld: 100_000,
+};
+
+let topicSeq = 0;
+
+async function instance(clock: ManualClock, topic: string, settings: Partial<LimitSettings> = {}, chunkBytes?: number) {
+  const kafka = testKafka(broker.cluster.bootstrap);
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  await producer.connect();
+  broker.cleanups.push(() => producer.disconnect());
+  const pacer = new IdPacer({ ...SETTINGS, ...settings }, clock, new Metrics({ defaultMetrics: false }));
+  const store = new LimiterStore({
+    kafka,
+    topic,
+    pacer,
+    logger: createLogger('silent'),
+    clock,
+    intervalMs: 60_000,
+    fetchMaxWaitMs: 50,
+    groupIdPrefix: 'test.limits-reader',
+    ...(chunkBytes ? { chunkBytes } : {}),
+  });
+  store.start(producer);
+  broker.cleanups.push(() => store.stop());
+  return { pacer, store };
+}
+
+const dev = (id: string, partition: number): PacedIds => ({ key: id, deviceId: id, partition });
+
+/** One event every 50 ms (well inside the rate) until the first refusal. */
+function run(p: IdPacer, clock: ManualClock, from: number, to: number, id = 'device-q', partition = 3): { sent: number; refusal?: unknown } {
+  let sent = 0;
+  for (let t = from; t < to; t += 50) {
+    clock.set(t);
+    const v = p.decide(dev(id, partition));
+    if (v.kind !== 'send') return { sent, refusal: v };
+    sent++;
+  }
+  return { sent };
+}
+
+describe('limiter store (gateway.limits)', () => {
+  it('a restart in the middle of a (shortened) quota window: the restored counts stop the id at the same point', async () => {
+    const topic = `gateway.limits.t${++topicSeq}`;
+    const t0 = 1_700_000_000_000;
+    // without a restart
+    const refClock = new ManualClock(t0);
+    const refPacer = new IdPacer(SETTINGS, refClock, new Metrics({ defaultMetrics: false }));
+    const uninterrupted = run(refPacer, refClock, t0, t0 + 3_000);
+    expect(uninterrupted.sent).toBe(20);
+
+    // the same traffic; the first process stops after 12 events (its last save on stop)
+    const clockA = new ManualClock(t0);
+    const a = await instance(clockA, topic);
+    expect(await a.store.load([3])).toBe(0);
+    const before = run(a.pacer, clockA, t0, t0 + 600);
+    expect(before.sent).toBe(12);
+    await a.store.stop();
+
+    // the next process is assigned the partition and restores it before deciding
+    const clockB = new ManualClock(t0 + 600);
+    const b = await instance(clockB, topic);
+    expect(await b.store.onAssigned([3])).toBe(1);
+    const after = run(b.pacer, clockB, t0 + 600, t0 + 3_000);
+    expect(before.sent + after.sent).toBe(uninterrupted.sent);
+    expect(after.refusal).toEqual(uninterrupted.refusal);
+  }, 30_000);
+
+  it('splits a large partition into chunks, keeps one complete generation, and hands partitions over on a rebalance', async () => {
+    const topic = `gateway.limits.t${++topicSeq}`;
+    const t0 = 1_700_000_000_000;
+    const clock = new ManualClock(t0);
+    const a = await instance(clock, topic, { dailyQuota: 500_000, quotaWindowMs: 86_400_000, quotaBucketMs: 3_600_000 }, 16 * 1024);
+    await a.store.onAssigned([0, 1]);
+    const ids = Array.from({ length: 20_000 }, (_, i) => `device-${String(i).padStart(8, '0')}`);
+    for (let k = 0; k < 3; k++) for (const id of ids) a.pacer.decide(dev(id, 1));
+    a.pacer.decide(dev('only-in-0', 0));
+    await a.store.saveAll();
+    await a.store.saveAll(); // a second generation, in the other slot
+    // a rebalance takes partition 1 away: saved, then dropped
+    await a.store.onAssigned([0]);
+    expect(a.pacer.heldPartitions()).toEqual([0]);
+
+    const b = await instance(new ManualClock(t0 + 1_000), topic, { dailyQuota: 500_000, quotaWindowMs: 86_400_000, quotaBucketMs: 3_600_000 });
+    expect(await b.store.onAssigned([1])).toBe(1);
+    for (const id of [ids[0]!, ids[9_999]!, ids[19_999]!]) expect(b.pacer.dailyUsage({ deviceId: id, partition: 1 })).toBeCloseTo(3 / 500_000, 12);
+    expect(b.pacer.dailyUsage({ deviceId: 'only-in-0', partition: 1 })).toBe(0);
+  }, 60_000);
+});
