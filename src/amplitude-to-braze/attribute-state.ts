@@ -250,6 +250,15 @@ export class AttributeState {
     rec.dirty = true;
   }
 
+  /**
+   * The leg's one call per finished item: `confirm` when Braze accepted the item's attributes
+   * object, `release` when it refused it (dead-lettered, alone or with the whole item).
+   */
+  settle(write: AttributeWrite | undefined, attributesAccepted: boolean): void {
+    if (attributesAccepted) this.confirm(write);
+    else this.release(write);
+  }
+
   /** Braze refused the attributes object `write` came from: what it carried counts as never sent. */
   release(write: AttributeWrite | undefined): void {
     if (write === undefined) return;

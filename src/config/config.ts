@@ -7,6 +7,7 @@ import {
   type IdentifierTarget,
   type OutboundMappingConfig,
 } from '../amplitude-to-braze/mapping-config.js';
+import { isCurrencyCode } from '../amplitude-to-braze/map-to-braze.js';
 import { readCohortSettings, readNotifySettings, type CohortSettings, type NotifySettings } from '../cohorts/cohort-config.js';
 import type { CohortIdRule } from '../cohorts/cohort-identifiers.js';
 import { readHttpSettings, type HttpSettings } from '../http/http-config.js';
@@ -316,8 +317,15 @@ function readOutbound(r: SettingsReader): OutboundMappingConfig {
     attributeStateMaxUsers: r.int('OUTBOUND_ATTRIBUTE_STATE_USERS', { path: 'outbound.attributeStateUsers', default: d.attributeStateMaxUsers, min: 0, doc: 'users whose last-sent attributes are remembered (LRU; about 250 bytes plus 48 per attribute each: 100,000 users with 10 attributes take about 73 MB), so an attribute is written only when it changed and never from an event older than the one it was last sent from; 0: every event writes its whole user-property snapshot' }),
     negativeRevenueAs: r.oneOf('OUTBOUND_NEGATIVE_REVENUE_AS', { path: 'outbound.negativeRevenueAs', values: ['event', 'drop'] as const, default: d.negativeRevenueAs, doc: 'a refund (negative revenue) is never a Braze purchase: `event` keeps the revenue fields as properties of the custom event, `drop` leaves them out' }),
     revenueAs: r.oneOf('OUTBOUND_REVENUE_AS', { path: 'outbound.revenueAs', values: ['purchase', 'event'] as const, default: d.revenueAs, doc: 'revenue events become Braze purchases, or stay plain custom events' }),
-    defaultCurrency: r.string('OUTBOUND_DEFAULT_CURRENCY', { path: 'outbound.defaultCurrency', default: d.defaultCurrency, doc: 'currency of revenue events that name none, or name one that is not an ISO 4217 code (counted)' }),
+    defaultCurrency: readDefaultCurrency(r, r.string('OUTBOUND_DEFAULT_CURRENCY', { path: 'outbound.defaultCurrency', default: d.defaultCurrency, doc: 'currency of revenue events that name none, or name one that is not an ISO 4217 code (counted); must itself be an ISO 4217 code' })),
   };
+}
+
+/** Upper-cased; a default Braze would refuse would cost every purchase that falls back to it. */
+function readDefaultCurrency(r: SettingsReader, raw: string): string {
+  const c = raw.trim().toUpperCase();
+  if (!isCurrencyCode(c)) r.problem('OUTBOUND_DEFAULT_CURRENCY', `must be an ISO 4217 currency code, got ${JSON.stringify(raw)}`);
+  return c;
 }
 
 const SOURCES = ['user_id', 'device_id'] as const;

@@ -103,6 +103,16 @@ describe('AttributeState', () => {
     expect(send(s, 'a', 2, { plan: 'pro' })).toEqual({});
   });
 
+  it('settle confirms or releases', () => {
+    const s = new AttributeState();
+    const a = s.filter('ext:a', attrs('a', { plan: 'pro' }), 1);
+    s.settle(a.write, false);
+    expect(send(s, 'a', 2, { plan: 'pro' })).toEqual({ plan: 'pro' });
+    const b = s.filter('ext:b', attrs('b', { plan: 'pro' }), 1);
+    s.settle(b.write, true);
+    expect(s.encodeUser('ext:b')).toBeDefined();
+  });
+
   it('release keeps a newer value recorded since', () => {
     const s = new AttributeState();
     const first = s.filter('ext:a', attrs('a', { plan: 'pro' }), 1);

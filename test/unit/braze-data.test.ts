@@ -405,4 +405,26 @@ describe('per-request cap', () => {
     expect(loadConfig(base).outbound).toMatchObject({ userProperties: ['*'], attributeStateMaxUsers: 100_000, negativeRevenueAs: 'event' });
     expect(loadConfig(base).outbound.updateExistingOnly).toBeUndefined();
   });
+
+  it('OUTBOUND_DEFAULT_CURRENCY is upper-cased and must be ISO 4217', () => {
+    expect(loadConfig({ ...base, OUTBOUND_DEFAULT_CURRENCY: 'eur' }).outbound.defaultCurrency).toBe('EUR');
+    expect(() => loadConfig({ ...base, OUTBOUND_DEFAULT_CURRENCY: 'euro' })).toThrow(/OUTBOUND_DEFAULT_CURRENCY/);
+  });
+});
+
+describe('sizeEstimate stays close with the new objects', () => {
+  it.each([
+    ['an alias user\'s creating object', { event_type: 'e', device_id: 'dev-1', event_properties: { a: 1 } }],
+    ['a split purchase', { event_type: 'buy', user_id: 'u', price: 2, quantity: 250, productId: 'p', event_properties: { coupon: 'x'.repeat(50) } }],
+    ['per-product purchases', { event_type: 'buy', user_id: 'u', products: [{ productId: 'a', price: 1 }, { productId: 'b', price: 2, quantity: 3 }], event_properties: { k: 'v' } }],
+    ['attributes left after the state filtered some', { event_type: 'e', user_id: 'u', user_properties: { plan: 'pro', country: 'DE' } }],
+  ])('%s', (_name, input) => {
+    const state = new AttributeState();
+    const m = createOutboundMapper(cfg({ appId: 'app' }), { attributeState: state });
+    if ('user_properties' in input) state.confirm(mapped(m(msg({ ...input, user_properties: { plan: 'free', country: 'DE' } }))).attributeWrite);
+    const r = mapped(m(msg(input)));
+    const actual = Buffer.byteLength(JSON.stringify([r.event, r.attributes, ...r.purchases].filter((o) => o !== undefined)));
+    expect(r.sizeEstimate).toBeGreaterThan(actual * 0.8);
+    expect(r.sizeEstimate).toBeLessThan(actual * 1.3);
+  });
 });
