@@ -21,7 +21,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import { ConfigResourceTypes, type Admin, type Kafka, type KafkaMessage, type Producer } from 'kafkajs';
+import type { Admin, ConfigResourceTypes, Kafka, KafkaMessage, Producer } from 'kafkajs';
+
+/** ConfigResourceTypes.TOPIC: kafkajs is CommonJS and Node's ESM loader does not see that export by name */
+const TOPIC_RESOURCE = 2 as ConfigResourceTypes;
 import type { Logger } from '../observability/logger.js';
 import { describeError } from '../errors.js';
 import { MemberSet, applyChange } from './member-set.js';
@@ -162,7 +165,7 @@ export class CohortStore {
   /** warns when the topic deletes by time: the snapshots must outlive any retention */
   private async checkCompacted(admin: Admin): Promise<void> {
     try {
-      const res = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: this.d.topic, configNames: ['cleanup.policy'] }] });
+      const res = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: TOPIC_RESOURCE, name: this.d.topic, configNames: ['cleanup.policy'] }] });
       const policy = res.resources[0]?.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue;
       if (policy !== undefined && !policy.split(',').includes('compact')) {
         this.d.logger.error({ topic: this.d.topic, policy }, `cohort store: ${this.d.topic} has cleanup.policy=${policy}; set it to compact, or snapshots and the download count are lost after the retention and whole cohorts are sent again`);
