@@ -2,8 +2,8 @@
  * Watches every connector's derived state and notifies when one turns `failing` (refused
  * credentials, a configuration no retry fixes) or `expired` (the drop window moved its events
  * away), and when it leaves that state again. States are derived at read time
- * (ConnectorHealth.snapshot), so this polls them; the first look at a connector sets its baseline
- * without a message, so a restart does not repeat old news.
+ * (ConnectorHealth.snapshot), so this polls them. A connector first seen failing (a bad key from
+ * the start, or a failure restored from the state topic) is notified too: once per process.
  */
 import type { ConnectorState, HealthRegistry } from './connector-health.js';
 import type { Notifier } from './notify.js';
@@ -18,9 +18,9 @@ export function watchConnectorStates(registry: HealthRegistry, notifier: Notifie
   const last = new Map<string, ConnectorState>();
   const check = (): void => {
     for (const s of registry.snapshots()) {
-      const prev = last.get(s.name);
+      const prev = last.get(s.name) ?? 'idle';
       last.set(s.name, s.state);
-      if (prev === undefined || prev === s.state) continue;
+      if (prev === s.state) continue;
       const now = registry.clock.now();
       if (s.state === 'failing' || s.state === 'expired') {
         notifier.notify({
