@@ -34,6 +34,10 @@ export interface Topics {
   brazeCurrents: string;
   deadLetter: string;
   retry: string;
+  /** the long park tier: events over an id's daily quota, due up to a day later */
+  retryQuota: string;
+  /** per-partition snapshots of the Amplitude leg's daily counts per id (compacted) */
+  limits: string;
   state: string;
   /** cohort snapshots, pending exports, the download budget, stored webhook batches (compacted) */
   cohorts: string;
@@ -120,6 +124,10 @@ export interface LimitSettings {
   idleEvictMs: number;
   /** parked events held in memory until due before the retry consumer pauses */
   retryMaxHeld: number;
+  /** quota parks held in memory until due per partition of the long tier, before that partition pauses */
+  quotaParkMaxHeldPerPartition: number;
+  /** how often the daily counts are saved to the limits topic */
+  saveIntervalMs: number;
 }
 
 export interface HealthSettings {
@@ -186,6 +194,8 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     brazeCurrents: r.string('TOPIC_BRAZE_CURRENTS', { path: 'topics.brazeCurrents', default: 'braze.currents', doc: 'Currents events written by POST /currents, consumed by the inbound leg' }),
     deadLetter: r.string('TOPIC_DEAD_LETTER', { path: 'topics.deadLetter', default: 'gateway.dead-letter', doc: 'every event not delivered, with reason headers' }),
     retry: r.string('TOPIC_RETRY', { path: 'topics.retry', default: 'gateway.retry', doc: 'parked events with a not-before time' }),
+    retryQuota: r.string('TOPIC_RETRY_QUOTA', { path: 'topics.retryQuota', default: 'gateway.retry.quota', doc: 'events parked over an id\'s daily quota (the long park tier), same partition count as the Currents topic' }),
+    limits: r.string('TOPIC_LIMITS', { path: 'topics.limits', default: 'gateway.limits', doc: 'per-partition snapshots of the daily counts per device and user id (compacted)' }),
     state: r.string('TOPIC_STATE', { path: 'topics.state', default: 'gateway.state', doc: 'connector health (compacted)' }),
     cohorts: r.string('TOPIC_COHORTS', { path: 'topics.cohorts', default: 'gateway.cohorts', doc: 'cohort snapshots, pending exports, the download budget and stored webhook batches (compacted)' }),
     attributeState: r.string('TOPIC_ATTRIBUTE_STATE', { path: 'topics.attributeState', default: 'gateway.attribute-state', doc: 'what the outbound leg last wrote to each Braze user\'s attributes, one record per user (compacted)' }),
@@ -206,6 +216,8 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     quotaAction: r.oneOf('AMPLITUDE_QUOTA_ACTION', { path: 'limits.quotaAction', values: ['park', 'dead-letter'] as const, default: 'park', doc: '`park`: events over the daily quota wait in the retry topic until the window allows; `dead-letter`: they go to the dead-letter topic (reason daily_quota) for `replay`' }),
     idleEvictMs: r.int('AMPLITUDE_ID_IDLE_EVICT_MS', { path: 'limits.idleEvictMs', default: 600_000, min: 1_000, doc: 'ids idle this long leave the fast table (their daily counts are kept)' }),
     retryMaxHeld: r.int('RETRY_MAX_HELD', { path: 'limits.retryMaxHeld', default: 100_000, min: 100, doc: 'parked events held in memory until due before the retry consumer pauses' }),
+    quotaParkMaxHeldPerPartition: r.int('RETRY_QUOTA_MAX_HELD_PER_PARTITION', { path: 'limits.quotaParkMaxHeldPerPartition', default: 1_000, min: 1, doc: 'quota parks held in memory until due, per partition of the long tier; at this many that partition pauses (the rest wait in Kafka)' }),
+    saveIntervalMs: r.int('AMPLITUDE_ID_SAVE_INTERVAL_MS', { path: 'limits.saveIntervalMs', default: 30_000, min: 1_000, doc: 'how often the daily counts per id are saved to the limits topic (also saved when a partition is lost and on stop)' }),
   };
   const health: HealthSettings = {
     dropWindowMs: r.int('DROP_WINDOW_MS', { path: 'health.dropWindowMs', default: 48 * 3_600_000, min: 1_000, doc: 'a connector without a successful delivery this long has its older pending events moved to the dead-letter topic (Amplitude drops them at 48 h)' }),

@@ -20,6 +20,8 @@ const SETTINGS: LimitSettings = {
   quotaAction: 'park',
   idleEvictMs: 600_000,
   retryMaxHeld: 100_000,
+  quotaParkMaxHeldPerPartition: 1_000,
+  saveIntervalMs: 30_000,
 };
 
 let topicSeq = 0;

@@ -23,7 +23,7 @@ describe('loadConfig', () => {
     const c = loadConfig(base);
     expect(c.kafka.brokers).toEqual(['localhost:9092']);
     expect(c.braze).toBeUndefined();
-    expect(c.topics).toEqual({ amplitudeEvents: 'amplitude.events', brazeCurrents: 'braze.currents', deadLetter: 'gateway.dead-letter', retry: 'gateway.retry', state: 'gateway.state', cohorts: 'gateway.cohorts', attributeState: 'gateway.attribute-state' });
+    expect(c.topics).toEqual({ amplitudeEvents: 'amplitude.events', brazeCurrents: 'braze.currents', deadLetter: 'gateway.dead-letter', retry: 'gateway.retry', retryQuota: 'gateway.retry.quota', limits: 'gateway.limits', state: 'gateway.state', cohorts: 'gateway.cohorts', attributeState: 'gateway.attribute-state' });
     expect(c.outbound.identifiers).toEqual([
       { source: { kind: 'user_id' }, target: { kind: 'external_id' } },
       { source: { kind: 'device_id' }, target: { kind: 'user_alias', aliasLabel: 'amplitude_device_id' } },

@@ -15,6 +15,8 @@ const SETTINGS: LimitSettings = {
   quotaAction: 'park',
   idleEvictMs: 600_000,
   retryMaxHeld: 100_000,
+  quotaParkMaxHeldPerPartition: 1_000,
+  saveIntervalMs: 30_000,
 };
 
 function pacer(over: Partial<LimitSettings> = {}, start = 1_000_000): { p: IdPacer; clock: ManualClock } {
