@@ -1,21 +1,39 @@
 import type { BuiltLeg, LegContext } from '../leg.js';
-import { BrazeClient } from './braze-client.js';
+import type { BrazeClient } from './braze-client.js';
 import { createBrazeLeg } from './braze-leg.js';
 import { createOutboundMapper } from './map-to-braze.js';
+import { AttributeState } from './attribute-state.js';
+import { AttributeStore } from './attribute-store.js';
 
 /** Amplitude events on Kafka → Braze, when Braze credentials are set. */
-export function buildOutbound(ctx: LegContext, client: BrazeClient | undefined): BuiltLeg | undefined {
+export async function buildOutbound(ctx: LegContext, client: BrazeClient | undefined): Promise<BuiltLeg | undefined> {
   const { config, logger } = ctx;
   if (!config.braze || !client) {
     logger.info('outbound leg off: BRAZE_REST_ENDPOINT and BRAZE_API_KEY are not set');
     return undefined;
   }
   const health = ctx.health.connector('braze', 'braze');
+  // What each user's attributes last received, so an attribute is written only when it changed and
+  // never from an older event; restored before consuming, so a restart does not write everything again.
+  const maxUsers = config.outbound.attributeStateMaxUsers;
+  const attributeState = maxUsers > 0 ? new AttributeState({ maxUsers }) : undefined;
+  const store = attributeState
+    ? new AttributeStore({
+        kafka: ctx.kafka,
+        topic: config.topics.attributeState,
+        state: attributeState,
+        logger: logger.child({ component: 'attribute-state' }),
+        fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
+        groupIdPrefix: `${config.kafka.groupId}.attribute-state-reader`,
+      })
+    : undefined;
+  if (store) await store.load().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'attribute state could not be restored; every attribute is written once more'));
   const loopRef: { loop?: ReturnType<LegContext['consumerLoop']> } = {};
   const leg = createBrazeLeg({
     settings: config.braze,
     client,
-    mapper: createOutboundMapper(config.outbound),
+    mapper: createOutboundMapper(config.outbound, { attributeState: attributeState ?? null }),
+    ...(attributeState ? { attributeState } : {}),
     deadLetters: ctx.deadLetters,
     health,
     logger: logger.child({ leg: 'outbound' }),
@@ -25,8 +43,22 @@ export function buildOutbound(ctx: LegContext, client: BrazeClient | undefined):
     // Braze does not deduplicate: commit right after each delivery, so a crash re-sends little.
     onProgress: () => loopRef.loop?.requestCommit(),
   });
-  const loop = ctx.consumerLoop('outbound', config.topics.amplitudeEvents, 'outbound', leg);
+  // Users whose partitions moved here were written by another instance meanwhile: what this
+  // instance remembers of them may be stale. Save what it has, forget it, and read the topic again.
+  const onReassigned = (): void => {
+    if (!attributeState || !store) return;
+    void store
+      .flush()
+      .catch(() => 0)
+      .then(() => {
+        attributeState.clear();
+        return store.load();
+      })
+      .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'attribute state could not be reloaded after a rebalance'));
+  };
+  const loop = ctx.consumerLoop('outbound', config.topics.amplitudeEvents, 'outbound', leg, onReassigned);
   loopRef.loop = loop;
+  store?.start(ctx.producer);
   logger.info({ topic: config.topics.amplitudeEvents, endpoint: client.url }, 'outbound leg (Amplitude events -> Braze) on');
   return {
     name: 'outbound',
@@ -36,6 +68,9 @@ export function buildOutbound(ctx: LegContext, client: BrazeClient | undefined):
     watched: [{ health, leg }],
     pending: () => leg.pending,
     collect: () => ctx.metrics.inFlight.set({ leg: 'outbound' }, leg.pending),
-    close: () => leg.close(),
+    close: async () => {
+      await leg.close();
+      await store?.stop();
+    },
   };
 }

@@ -1,13 +1,13 @@
 import type { Clock } from '../clock.js';
 import type { FailureClass } from '../errors.js';
 import type { ConsumedMessage, MessageSink } from '../kafka/consumer-loop.js';
-import type { DeadLetterWriter } from '../kafka/dead-letter.js';
+import type { DeadLetter, DeadLetterWriter } from '../kafka/dead-letter.js';
 import type { Logger } from '../observability/logger.js';
 import type { Leg, Metrics } from '../observability/metrics.js';
 import type { ConnectorHealth } from '../health/connector-health.js';
 import { KeyedBatchQueue, type Batchable, type BatchLimits } from './batch-queue.js';
 import { DestinationBackoff, type BackoffSettings } from './backoff.js';
-import type { Answer, DeadLetterReason, DeliveryOutcome, FailureKind } from './outcome.js';
+import type { Answer, DeadLetterReason, DeliveryOutcome, FailureKind, ItemReject } from './outcome.js';
 
 /** One consumed message on its way to a destination. */
 export interface LegItem extends Batchable {
@@ -65,6 +65,8 @@ export interface DeliveryLegDeps<I extends LegItem> {
   onStopped?: (stopped: boolean) => void;
   /** called after events are finished, so their offsets can be committed promptly */
   onProgress?: () => void;
+  /** an item left for the dead-letter topic as a whole, never delivered (the Braze leg forgets the attributes it carried) */
+  onItemDropped?: (item: I) => void;
 }
 
 /** The health module's vocabulary for a failure kind. */
@@ -160,6 +162,14 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
     this.finish(msg);
   }
 
+  /** Writes dead letters for parts of a message (the records the destination built), then finishes the message. */
+  private deadLetterParts(msg: ConsumedMessage, records: DeadLetter[], reason: DeadLetterReason): Promise<void> {
+    return Promise.all(records.map((r) => this.d.deadLetters.write(r))).then(() => {
+      this.d.health.recordDeadLettered(records.length, reason);
+      this.finish(msg);
+    });
+  }
+
   deadLetter(msg: ConsumedMessage, reason: DeadLetterReason, error: string, extraHeaders?: Record<string, string>): Promise<void> {
     return this.d.deadLetters
       .write({
@@ -252,14 +262,19 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
         this.succeeded(items.length, o.holdForMs);
         return undefined;
       case 'rejected': {
-        const bad = new Map<number, { reason: DeadLetterReason; error: string }>();
+        const bad = new Map<number, ItemReject>();
         for (const r of o.rejects) if (r.index >= 0 && r.index < items.length && !bad.has(r.index)) bad.set(r.index, r);
         if (bad.size === 0) {
           // Refusals that name nothing in this batch: as unexplained as a bare 400.
           return this.act(items, { ...answer, outcome: { kind: 'split', reason: 'rejected_by_destination', error: 'refused items the batch does not hold' } }, ticket);
         }
         const rest = items.filter((_, i) => !bad.has(i));
-        const writes = [...bad].map(([i, r]) => this.deadLetter((items[i] as I).msg, r.reason, r.error));
+        const writes = [...bad].map(([i, r]) => {
+          const it = items[i] as I;
+          if (r.records && r.records.length > 0) return this.deadLetterParts(it.msg, r.records, r.reason);
+          this.d.onItemDropped?.(it);
+          return this.deadLetter(it.msg, r.reason, r.error);
+        });
         if (o.othersDelivered) {
           for (const it of rest) this.finish(it.msg);
           this.succeeded(rest.length, o.holdForMs);
@@ -271,6 +286,7 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
       }
       case 'split': {
         if (items.length === 1) {
+          this.d.onItemDropped?.(items[0] as I);
           await this.deadLetter((items[0] as I).msg, o.reason, o.error);
           return undefined;
         }
@@ -395,6 +411,7 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
   /** Moves items past the drop window to the dead-letter topic (reason drop_window_expired). */
   expire(items: I[], cutoff: number): Promise<void> {
     this.expiredCount += items.length;
+    for (const it of items) this.d.onItemDropped?.(it);
     const age = (i: I) => Math.round((this.d.clock.now() - i.seenMs) / 1000);
     return Promise.all(
       items.map((i) =>

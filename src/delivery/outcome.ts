@@ -1,3 +1,5 @@
+import type { DeadLetter } from '../kafka/dead-letter.js';
+
 /**
  * What a destination's answer means for the batch that was sent, as one value. Each destination
  * classifies its answers into a DeliveryOutcome with a pure function, and the delivery core alone
@@ -53,6 +55,12 @@ export interface ItemReject {
   index: number;
   reason: DeadLetterReason;
   error: string;
+  /**
+   * When only part of the item was refused (one Braze object of several, the others processed),
+   * the dead letters of just those parts, written instead of the whole message, so that `replay`
+   * re-sends exactly what was refused.
+   */
+  records?: DeadLetter[];
 }
 
 /** Which kind of trouble a failure is: decides the back-off and the connector's health. */

@@ -1,7 +1,7 @@
 import type { Consumer, EachBatchPayload, IHeaders, Kafka } from 'kafkajs';
 import type { Logger } from '../observability/logger.js';
 import type { Leg, Metrics } from '../observability/metrics.js';
-import { OffsetTracker, type TrackedOffset } from './offset-tracker.js';
+import { OffsetTracker, type PartitionState } from './offset-tracker.js';
 
 export interface ConsumedMessage {
   topic: string;
@@ -12,7 +12,47 @@ export interface ConsumedMessage {
   headers: IHeaders;
   timestampMs: number;
   /** call done() once the message is delivered, dead-lettered or deliberately skipped */
-  handle: TrackedOffset;
+  handle: { done(): void };
+  /**
+   * The accepting sink's own bookkeeping, kept on the message so that it needs no Map entry per
+   * message: when the event entered Kafka as the sink ages it, and whether the sink finished it
+   * (false from accept until finish; undefined when no sink took it).
+   */
+  seenMs?: number;
+  finished?: boolean;
+}
+
+/**
+ * The consumer loop's messages: the message is its own handle (one object per message, no
+ * separate handle, closure or promise), and knows its slot in the offset bookkeeping.
+ */
+export class KafkaMessage implements ConsumedMessage {
+  seenMs = 0;
+  finished: boolean | undefined = undefined;
+
+  constructor(
+    readonly topic: string,
+    readonly partition: number,
+    readonly offset: string,
+    readonly key: Buffer | null,
+    readonly value: Buffer | null,
+    readonly headers: IHeaders,
+    readonly timestampMs: number,
+    private readonly tracker: OffsetTracker,
+    private readonly part: PartitionState,
+    private readonly index: number,
+    private readonly epoch: number,
+  ) {}
+
+  /** the message itself: `msg.handle.done()` is `msg.done()` */
+  get handle(): this {
+    return this;
+  }
+
+  /** Marks the offset finished, so it may be committed; idempotent. */
+  done(): void {
+    this.tracker.finishAt(this.part, this.index, this.epoch);
+  }
 }
 
 /** The leg behind a consumer: takes messages synchronously and finishes them in its own time. */
@@ -36,9 +76,13 @@ export interface ConsumerLoopOptions {
   sessionTimeoutMs: number;
   commitIntervalMs: number;
   fromBeginning?: boolean;
+  /** the member's partitions changed (a rebalance moved some in or out), after the first join */
+  onReassigned?: (assigned: string[]) => void;
 }
 
 const RESTART_DELAY_MS = 1_000;
+/** shared by messages without headers (never written to) */
+const NO_HEADERS: IHeaders = Object.freeze({}) as IHeaders;
 
 /**
  * A consumer group member that never commits past unfinished work: kafkajs moves the fetch
@@ -123,6 +167,8 @@ export class ConsumerLoop {
   private ownedPartitions = new Set<string>();
 
   private reconcileAssignment(assigned: Set<string>): void {
+    const first = this.ownedPartitions.size === 0;
+    const changed = assigned.size !== this.ownedPartitions.size || [...assigned].some((k) => !this.ownedPartitions.has(k));
     for (const key of this.ownedPartitions) {
       if (!assigned.has(key)) {
         const i = key.lastIndexOf(':');
@@ -130,6 +176,7 @@ export class ConsumerLoop {
       }
     }
     this.ownedPartitions = assigned;
+    if (changed && !first) this.o.onReassigned?.([...assigned]);
   }
 
   async start(): Promise<void> {
@@ -152,24 +199,20 @@ export class ConsumerLoop {
   private async eachBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
     const { topic, partition } = batch;
     const { sink, metrics, leg } = this.o;
+    const tracker = this.tracker;
+    // One lookup of the partition's bookkeeping per fetched batch; per message, an index into it.
+    const part = tracker.partition(topic, partition);
+    const messages = batch.messages;
     let n = 0;
     let last: string | undefined;
-    for (const m of batch.messages) {
-      if (!isRunning() || isStale() || this.stopping) break;
-      const handle = this.tracker.track(topic, partition, m.offset);
+    for (let k = 0; k < messages.length; k++) {
+      if (this.stopping || !isRunning() || isStale()) break;
+      const m = messages[k] as (typeof messages)[number];
       last = m.offset;
+      const index = tracker.trackAt(part, Number(m.offset));
       // Already read by this member (a re-fetch after a rejoin): finished or still in hand, not again.
-      if (handle === undefined) continue;
-      sink.accept({
-        topic,
-        partition,
-        offset: m.offset,
-        key: m.key,
-        value: m.value,
-        headers: m.headers ?? {},
-        timestampMs: Number(m.timestamp),
-        handle,
-      });
+      if (index < 0) continue;
+      sink.accept(new KafkaMessage(topic, partition, m.offset, m.key, m.value, m.headers ?? NO_HEADERS, Number(m.timestamp), tracker, part, index, part.epochShift));
       if (++n % 256 === 0) {
         // The fetch position moves per chunk (every message before it was handed over);
         // commits come from the tracker alone.

@@ -16,7 +16,7 @@ const ALIAS_LABEL = 'amplitude_device_id';
 let n = 0;
 async function setup(env: Record<string, string> = {}) {
   const id = `bd${++n}-${Date.now()}`;
-  const topics = { events: `amplitude.events.${id}`, dlq: `gateway.dead-letter.${id}` };
+  const topics = { events: `amplitude.events.${id}`, dlq: `gateway.dead-letter.${id}`, attributeState: `gateway.attribute-state.${id}` };
   await broker.cluster.createTopic(topics.events, 4);
   await broker.cluster.createTopic(topics.dlq, 1);
   const braze = await startBrazeStandIn({ apiKey: KEY });
@@ -26,6 +26,7 @@ async function setup(env: Record<string, string> = {}) {
     KAFKA_GROUP_ID: `gw-${id}`,
     TOPIC_AMPLITUDE_EVENTS: topics.events,
     TOPIC_DEAD_LETTER: topics.dlq,
+    TOPIC_ATTRIBUTE_STATE: topics.attributeState,
     BRAZE_REST_ENDPOINT: braze.url,
     BRAZE_API_KEY: KEY,
     ...env,
@@ -81,8 +82,7 @@ describe('right data at Braze (profile-aware stand-in)', () => {
     expect(braze.stats.maxObjectsInRequest).toBeLessThanOrEqual(75);
   });
 
-  // Needs the leg to count MapResult.attributeWritesSaved: enable once braze-leg.ts does.
-  it.skip('counts the attribute writes saved', async () => {
+  it('counts the attribute writes saved', async () => {
     const { topics, braze, start } = await setup();
     await produce(broker.cluster.bootstrap, topics.events, population());
     const gw = await start();
@@ -131,9 +131,7 @@ describe('right data at Braze (profile-aware stand-in)', () => {
     expect(braze.received.attributes.some((a) => a.plan === 'free')).toBe(false);
   });
 
-  // Needs the leg to write a dead letter per refused object (brazeObjectDeadLetter) instead of the
-  // whole message: enable once src/amplitude-to-braze/braze-leg.ts does.
-  it.skip('a partial reject dead-letters only the refused object, and replay re-sends only that object', async () => {
+  it('a partial reject dead-letters only the refused object, and replay re-sends only that object', async () => {
     const { topics, braze, config, start } = await setup();
     braze.rejectWhen((o, array) => (array === 'purchases' && o.product_id === 'bad-sku' ? "'product_id' is not valid" : undefined));
     const gw = await start();

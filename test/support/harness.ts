@@ -18,6 +18,9 @@ export function testConfig(env: Record<string, string>): GatewayConfig {
     HTTP_PORT: '0',
     HTTP_HOST: '127.0.0.1',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    // the leg restores what it last wrote to each user from this topic: one per configuration, so
+    // tests sharing a broker never see each other's (a restart within a test reuses its config)
+    TOPIC_ATTRIBUTE_STATE: `gateway.attribute-state.${Math.random().toString(36).slice(2)}`,
     ...env,
   });
 }
