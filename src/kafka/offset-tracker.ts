@@ -4,7 +4,7 @@
  * partition is the first offset not yet finished, so a crash replays only unfinished work, never
  * skips it, however out of order deliveries complete.
  */
-interface PartitionState {
+export interface PartitionState {
   /** offsets read, in read order (Kafka delivers a partition in order) */
   offsets: number[];
   done: Uint8Array;
@@ -39,15 +39,22 @@ export class OffsetTracker {
   }
 
   /**
-   * Registers a read message; returns a handle to finish it with, or undefined when this consumer
-   * has already read that offset (finished or still in hand). kafkajs forgets its fetch position on
-   * every group rejoin and fetches a partition it kept again from the last commit; without this,
-   * messages already delivered (or still in flight) would be sent a second time.
+   * The state of one partition, looked up once per fetched batch (not once per message): pass it
+   * to `trackAt` for each of the batch's messages.
    */
-  track(topic: string, partition: number, offset: string): TrackedOffset | undefined {
-    const s = this.state(topic, partition);
-    const o = Number(offset);
-    if (o < s.next) return undefined;
+  partition(topic: string, partition: number): PartitionState {
+    return this.state(topic, partition);
+  }
+
+  /**
+   * Registers a read message of partition `s`; returns its slot (an index to finish it with, along
+   * with the partition's current `epochShift`), or -1 when this consumer has already read that
+   * offset (finished or still in hand). kafkajs forgets its fetch position on every group rejoin
+   * and fetches a partition it kept again from the last commit; without this, messages already
+   * delivered (or still in flight) would be sent a second time.
+   */
+  trackAt(s: PartitionState, o: number): number {
+    if (o < s.next) return -1;
     const index = s.offsets.length;
     s.offsets.push(o);
     if (s.done.length < s.offsets.length) {
@@ -57,7 +64,24 @@ export class OffsetTracker {
     }
     s.next = o + 1;
     this.pendingCount++;
-    return new TrackedOffset(this, s, index);
+    return index;
+  }
+
+  /** Finishes the message `trackAt` gave `index` when the partition's epochShift was `epoch`; idempotent. */
+  finishAt(s: PartitionState, index: number, epoch: number): void {
+    const i = index - (s.epochShift - epoch);
+    if (i < 0) return; // compacted away: it was already finished
+    this.finish(s, i);
+  }
+
+  /**
+   * `partition` + `trackAt` for one message, with a handle object to finish it with; undefined when
+   * the offset was read before. (The consumer loop uses the per-batch form.)
+   */
+  track(topic: string, partition: number, offset: string): TrackedOffset | undefined {
+    const s = this.state(topic, partition);
+    const index = this.trackAt(s, Number(offset));
+    return index < 0 ? undefined : new TrackedOffset(this, s, index);
   }
 
   /** @internal */
@@ -127,9 +151,6 @@ export class TrackedOffset {
 
   /** Marks the message finished; idempotent. */
   done(): void {
-    const shift = this.s.epochShift - this.epoch;
-    const i = this.index - shift;
-    if (i < 0) return; // compacted away: it was already finished
-    this.tracker.finish(this.s, i);
+    this.tracker.finishAt(this.s, this.index, this.epoch);
   }
 }
