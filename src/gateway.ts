@@ -50,7 +50,7 @@ export class Gateway {
   constructor(private readonly o: GatewayOptions) {
     this.logger = o.logger ?? createLogger(o.config.logLevel);
     this.clock = o.clock ?? systemClock;
-    this.health = new HealthRegistry(this.clock);
+    this.health = new HealthRegistry(this.clock, o.config.health);
   }
 
   get config(): GatewayConfig {
@@ -122,7 +122,7 @@ export class Gateway {
       producer,
       deadLetters,
       kafkaUp: () => this.producerConnected,
-      consumerLoop: (suffix: string, topic: string, leg: Leg, sink: MessageSink) =>
+      consumerLoop: (suffix: string, topic: string, leg: Leg, sink: MessageSink, onReassigned?: (assigned: string[]) => void) =>
         new ConsumerLoop({
           kafka,
           groupId: `${config.kafka.groupId}.${suffix}`,
@@ -134,13 +134,14 @@ export class Gateway {
           fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
           sessionTimeoutMs: config.kafka.sessionTimeoutMs,
           commitIntervalMs: config.kafka.commitIntervalMs,
+          ...(onReassigned ? { onReassigned } : {}),
         }),
     };
     // One Braze client per workspace: every writer to Braze shares its request budget.
     if (config.braze) this.brazeClient = new BrazeClient(config.braze, this.clock);
     // notifications first: the cohort sync reports its runs through them; closed last (legs close in order)
     const notifications = buildNotifications(ctx);
-    const built = [buildOutbound(ctx, this.brazeClient), await buildCurrentsIngest(ctx), buildInbound(ctx), await buildCohortLeg(ctx, this.brazeClient, notifications?.notifier), notifications];
+    const built = [await buildOutbound(ctx, this.brazeClient), await buildCurrentsIngest(ctx), buildInbound(ctx), await buildCohortLeg(ctx, this.brazeClient, notifications?.notifier), notifications];
     this.legs = built.filter((l): l is BuiltLeg => l !== undefined);
 
     const readiness: ReadinessCheck[] = [{ name: 'kafka_producer', ready: () => this.producerConnected }, ...this.legs.flatMap((l) => l.readiness)];
@@ -209,7 +210,8 @@ export class Gateway {
     await this.server?.closePublic();
     await Promise.all(this.loops.map((l) => l.stop(drainTimeoutMs).catch(() => undefined)));
     await this.monitor?.stop();
-    if (graceful) await this.healthStore?.stop().catch(() => undefined);
+    // stop() saves a last record; a crash leaves none, but the state reader must still go.
+    await (graceful ? this.healthStore?.stop() : this.healthStore?.close())?.catch(() => undefined);
     for (const l of this.legs) await l.close().catch(() => undefined);
     await this.brazeClient?.close().catch(() => undefined);
     if (graceful) this.dlqProducer?.close();
