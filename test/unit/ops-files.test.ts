@@ -142,6 +142,9 @@ const TOPICS: Array<{ env: string; name: string; partitions: number; compact: bo
   { env: 'TOPIC_RETRY', name: 'gateway.retry', partitions: 6, compact: false },
   { env: 'TOPIC_STATE', name: 'gateway.state', partitions: 1, compact: true },
   { env: 'TOPIC_COHORTS', name: 'gateway.cohorts', partitions: 3, compact: true },
+  { env: 'TOPIC_RETRY_QUOTA', name: 'gateway.retry.quota', partitions: 6, compact: false },
+  { env: 'TOPIC_LIMITS', name: 'gateway.limits', partitions: 6, compact: true },
+  { env: 'TOPIC_ATTRIBUTE_STATE', name: 'gateway.attribute-state', partitions: 6, compact: true },
 ];
 
 function composeServices(): Obj {
@@ -192,7 +195,7 @@ describe('docker-compose.yml', () => {
     expect(kafka.healthcheck).toBeDefined();
   });
 
-  it('creates the five topics under the gateway\'s default names, with their partitions and policies', () => {
+  it('creates every topic the gateway uses, under its default names, with their partitions and policies', () => {
     const init = service('kafka-init');
     expect(init.image).toBe(service('kafka').image);
     const script = [...arr(init.entrypoint ?? [], 'entrypoint'), ...arr(init.command, 'command')].map(String).join('\n');
@@ -204,6 +207,8 @@ describe('docker-compose.yml', () => {
     const defaults = loadConfig({ KAFKA_BROKERS: 'localhost:9092' }).topics;
     const defaultNames = new Set(Object.values(defaults));
     expect([...created.keys()].sort()).toEqual(TOPICS.map((t) => t.env).sort());
+    // a topic the gateway gains must be created here too
+    expect([...defaultNames].sort()).toEqual(TOPICS.map((t) => t.name).sort());
     for (const t of TOPICS) {
       const c = created.get(t.env);
       expect(c, t.env).toBeDefined();
