@@ -93,6 +93,8 @@ export class IdPacer {
   private readonly parked = new Map<string, ParkMark>();
   private readonly spacingMs: number;
   private readonly longGraceMs: number;
+  /** asked to restore a partition seen for the first time (the LimiterStore registers itself) */
+  private restorer: ((partition: number) => void) | undefined;
 
   constructor(
     private readonly s: LimitSettings,
@@ -196,6 +198,15 @@ export class IdPacer {
   }
 
   // ---- partitions: restore, snapshot, revoke ----------------------------------------------
+
+  /**
+   * Who restores a partition's counts when one of its events is seen before the partition was
+   * announced (beginRestore): the partition is marked restoring and `restore(partition)` is called,
+   * which must end with restorePartition. Without a restorer such a partition starts fresh.
+   */
+  setRestorer(restore: ((partition: number) => void) | undefined): void {
+    this.restorer = restore;
+  }
 
   /** Partitions assigned whose counts are about to be restored: their events wait until restorePartition. */
   beginRestore(partitions: Iterable<number>): number[] {
@@ -312,6 +323,15 @@ export class IdPacer {
       return { kind: 'hold', untilMs: now + RESTORE_POLL_MS };
     }
     let lim = this.byPartition.get(partition);
+    if (!lim && this.restorer && partition !== NO_PARTITION) {
+      this.restoring.add(partition);
+      this.restorer(partition);
+      if (this.restoring.has(partition)) {
+        this.metrics.limiterDecisions.inc({ decision: 'wait' });
+        return { kind: 'hold', untilMs: now + RESTORE_POLL_MS };
+      }
+      lim = this.byPartition.get(partition);
+    }
     if (!lim) {
       lim = new IdentityLimiter(this.limits, this.clock);
       this.byPartition.set(partition, lim);

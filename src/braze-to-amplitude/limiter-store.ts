@@ -108,9 +108,24 @@ export class LimiterStore {
   private saving: Promise<void> = Promise.resolve();
   private stopped = false;
   private readonly chunkBytes: number;
+  /** partitions of the Currents topic this member owns (from onAssigned); undefined: all held */
+  private owned: Set<number> | undefined;
+  /** partitions first seen in an event, restored together on the next tick */
+  private seen: number[] = [];
+  private seenTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly d: LimiterStoreDeps) {
     this.chunkBytes = Math.max(1024, d.chunkBytes ?? 512 * 1024);
+    // A partition whose event arrives before onAssigned announced it is restored all the same.
+    d.pacer.setRestorer((p) => {
+      this.seen.push(p);
+      this.seenTimer ??= setTimeout(() => {
+        this.seenTimer = undefined;
+        const ps = this.seen;
+        this.seen = [];
+        void this.restore(ps);
+      }, 5);
+    });
   }
 
   /** Begins periodic saves through this producer. */
@@ -124,6 +139,9 @@ export class LimiterStore {
 
   /** A last save of every partition held, then no more. */
   async stop(): Promise<void> {
+    if (this.seenTimer) clearTimeout(this.seenTimer);
+    this.seenTimer = undefined;
+    this.d.pacer.setRestorer(undefined);
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.saveAll().catch((err: unknown) => this.d.logger.warn({ err: describeError(err) }, 'limiter store: the last save failed; the next owner starts from the previous one'));
@@ -137,12 +155,16 @@ export class LimiterStore {
    */
   async onAssigned(partitions: Iterable<number>): Promise<number> {
     const assigned = new Set(partitions);
-    const lost = this.d.pacer.heldPartitions().filter((p) => !assigned.has(p));
+    const before = this.owned;
+    this.owned = assigned;
+    // marked before anything is awaited, so no event of a new partition is decided on fresh counts
+    const started = this.d.pacer.beginRestore(assigned);
+    const lost = this.d.pacer.heldPartitions().filter((p) => !assigned.has(p) && (before === undefined || before.has(p)));
     if (lost.length > 0) {
-      await Promise.all(lost.map((p) => this.save(p).catch(() => undefined)));
+      await Promise.all(lost.map((p) => this.write(p, true).catch(() => undefined)));
       for (const p of lost) this.d.pacer.dropPartition(p);
     }
-    return this.load([...assigned]);
+    return this.restore(started);
   }
 
   /**
@@ -150,8 +172,12 @@ export class LimiterStore {
    * A partition without a snapshot, or whose snapshot cannot be read, starts fresh (logged).
    * Returns the number of partitions restored from a snapshot.
    */
-  async load(partitions: Iterable<number>): Promise<number> {
-    const started = this.d.pacer.beginRestore(partitions);
+  load(partitions: Iterable<number>): Promise<number> {
+    return this.restore(this.d.pacer.beginRestore(partitions));
+  }
+
+  /** Reads and installs the counts of partitions the pacer marked restoring. */
+  private async restore(started: number[]): Promise<number> {
     if (started.length === 0) return 0;
     const t0 = Date.now();
     let records: Map<string, { value: Buffer; headers: IHeaders }>;
@@ -174,20 +200,23 @@ export class LimiterStore {
 
   /** Saves one partition's snapshot (serialised with other saves). */
   save(partition: number): Promise<void> {
-    const run = this.saving.then(() => this.write(partition));
+    const run = this.saving.then(() => this.write(partition, false));
     this.saving = run.catch(() => undefined);
     return run;
   }
 
-  /** Saves every partition the pacer holds. */
+  /**
+   * Saves every partition the pacer holds and this member owns (a partition seen only through a
+   * retry topic, owned by another member, is never written: its owner's snapshot wins).
+   */
   async saveAll(): Promise<void> {
     if (this.stopped) return;
     await Promise.all(this.d.pacer.heldPartitions().map((p) => this.save(p)));
   }
 
-  private async write(partition: number): Promise<void> {
+  private async write(partition: number, lost: boolean): Promise<void> {
     const producer = this.producer;
-    if (!producer) return;
+    if (!producer || (!lost && this.owned !== undefined && !this.owned.has(partition))) return;
     const snap = this.d.pacer.exportPartition(partition);
     if (!snap) return;
     const blob = encodeSnapshot(snap);

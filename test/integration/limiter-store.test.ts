@@ -5,7 +5,7 @@ import { IdPacer, type PacedIds } from '../../src/braze-to-amplitude/id-pacer.js
 import { LimiterStore } from '../../src/braze-to-amplitude/limiter-store.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { testKafka, useMockCluster } from '../support/harness.js';
+import { testKafka, useMockCluster, waitFor } from '../support/harness.js';
 
 const broker = useMockCluster();
 
@@ -87,6 +87,22 @@ describe('limiter store (gateway.limits)', () => {
     const after = run(b.pacer, clockB, t0 + 600, t0 + 3_000);
     expect(before.sent + after.sent).toBe(uninterrupted.sent);
     expect(after.refusal).toEqual(uninterrupted.refusal);
+  }, 30_000);
+
+  it('restores a partition first seen in an event (before any assignment was announced), holding its events meanwhile', async () => {
+    const topic = `gateway.limits.t${++topicSeq}`;
+    const t0 = 1_700_000_000_000;
+    const clockA = new ManualClock(t0);
+    const a = await instance(clockA, topic);
+    await a.store.onAssigned([7]);
+    expect(run(a.pacer, clockA, t0, t0 + 600, 'device-r', 7).sent).toBe(12);
+    await a.store.stop();
+    const clockB = new ManualClock(t0 + 600);
+    const b = await instance(clockB, topic);
+    expect(b.pacer.decide(dev('device-r', 7))).toMatchObject({ kind: 'hold' });
+    b.pacer.release('device-r');
+    await waitFor(() => b.pacer.isRestoring(7), (r) => !r, 10_000, 'the restore');
+    expect(run(b.pacer, clockB, t0 + 600, t0 + 3_000, 'device-r', 7).sent).toBe(8);
   }, 30_000);
 
   it('splits a large partition into chunks, keeps one complete generation, and hands partitions over on a rebalance', async () => {
