@@ -421,7 +421,13 @@ export class IdentityLimiter {
     const c = this.bucketAt(tRel);
     const k0 = this.epoch / this.bucketMs;
     const base = k0 + c - this.ring;
-    const w = new ByteWriter(SNAPSHOT_HEADER + 16 * (this.live + this.parked.size));
+    const shift = k0 - base;
+    // the oldest bucket still counted at tRel (see counted())
+    const firstCounted = Math.floor((tRel - this.windowMs) / this.bucketMs);
+    const ring = this.ring;
+    // worst case per entry: 8 hash bytes, a count varint, and per bucket two varints
+    const maxEntry = 8 + 3 + ring * (2 + 5);
+    const w = new ByteWriter(SNAPSHOT_HEADER + 14 * (this.live + this.parked.size) + maxEntry);
     w.u8(SNAPSHOT_VERSION);
     w.i32(this.seedA);
     w.i32(this.seedB);
@@ -430,22 +436,40 @@ export class IdentityLimiter {
     w.f64(base);
     const countAt = w.reserveU32();
     let entries = 0;
+    const idx = this.idx;
+    const i32 = this.i32;
+    const u16 = this.u16;
+    const s32 = this.s32;
+    const s16 = this.s16;
     const pairs: number[] = [];
     for (let p = 0; p <= this.mask; p++) {
-      const rec = this.idx[2 * p + 1] ?? 0;
+      const rec = idx[2 * p + 1] ?? 0;
       if (rec === 0) continue;
       const slot = rec - 1;
-      pairs.length = 0;
-      const head = this.i32[slot * this.s32 + I32_HEAD] ?? 0;
-      for (let b = head - this.ring + 1; b <= head; b++) {
-        if (!this.counted(b, tRel)) continue;
-        const v = this.bucketCount(slot, b);
-        if (v > 0) pairs.push(b, v);
+      const head = i32[slot * s32 + I32_HEAD] ?? 0;
+      const from = Math.max(head - ring + 1, firstCounted);
+      const bu = slot * s16 + U16_BUCKETS;
+      let n = 0;
+      for (let b = from; b <= head; b++) {
+        const v = u16[bu + (((b % ring) + ring) % ring)] ?? 0;
+        if (v !== 0) n++;
       }
-      if (pairs.length === 0) continue;
-      this.h0 = this.idx[2 * p] ?? 0;
-      this.h1 = this.i32[slot * this.s32 + I32_HASH_HI] ?? 0;
-      this.writeEntry(w, this.parkKey(), pairs, k0 - base);
+      if (n === 0) continue;
+      w.room(maxEntry);
+      const lo = idx[2 * p] ?? 0;
+      const hi = i32[slot * s32 + I32_HASH_HI] ?? 0;
+      // the parked key (see parkKey()), written as two u32 halves
+      const key = (hi >>> 0) * TWO_POW_21 + ((lo >>> 11) & (TWO_POW_21 - 1));
+      w.u32Fast(key % 0x100000000);
+      w.u32Fast(Math.floor(key / 0x100000000));
+      w.varintFast(n);
+      for (let b = from; b <= head; b++) {
+        const pos = ((b % ring) + ring) % ring;
+        const v = u16[bu + pos] ?? 0;
+        if (v === 0) continue;
+        w.varintFast(b + shift);
+        w.varintFast(v === WIDE ? this.wideGet(slot, pos) : v);
+      }
       entries++;
     }
     for (const [key, p] of this.parked) {
@@ -453,7 +477,8 @@ export class IdentityLimiter {
       pairs.length = 0;
       for (let i = 0; i < all.length; i += 2) if (this.counted(all[i] ?? 0, tRel)) pairs.push(all[i] ?? 0, all[i + 1] ?? 0);
       if (pairs.length === 0) continue;
-      this.writeEntry(w, key, pairs, k0 - base);
+      w.room(8 + 3 + pairs.length * 5);
+      this.writeEntry(w, key, pairs, shift);
       entries++;
     }
     w.setU32(countAt, entries);
@@ -461,12 +486,12 @@ export class IdentityLimiter {
   }
 
   private writeEntry(w: ByteWriter, key: number, pairs: number[], shift: number): void {
-    w.u32(key % 0x100000000);
-    w.u32(Math.floor(key / 0x100000000));
-    w.varint(pairs.length / 2);
+    w.u32Fast(key % 0x100000000);
+    w.u32Fast(Math.floor(key / 0x100000000));
+    w.varintFast(pairs.length / 2);
     for (let i = 0; i < pairs.length; i += 2) {
-      w.varint((pairs[i] ?? 0) + shift);
-      w.varint(pairs[i + 1] ?? 0);
+      w.varintFast((pairs[i] ?? 0) + shift);
+      w.varintFast(pairs[i + 1] ?? 0);
     }
   }
 
@@ -941,7 +966,8 @@ class ByteWriter {
     this.buf = new Uint8Array(Math.max(64, initial));
     this.view = new DataView(this.buf.buffer);
   }
-  private room(k: number): void {
+  /** makes room for k more bytes; the *Fast writers below rely on it having been called */
+  room(k: number): void {
     if (this.n + k <= this.buf.byteLength) return;
     let size = this.buf.byteLength * 2;
     while (size < this.n + k) size *= 2;
@@ -976,6 +1002,26 @@ class ByteWriter {
   }
   setU32(at: number, v: number): void {
     this.view.setUint32(at, v >>> 0, true);
+  }
+  u32Fast(v: number): void {
+    const b = this.buf;
+    let n = this.n;
+    b[n++] = v & 0xff;
+    b[n++] = (v >>> 8) & 0xff;
+    b[n++] = (v >>> 16) & 0xff;
+    b[n++] = (v >>> 24) & 0xff;
+    this.n = n;
+  }
+  /** unsigned LEB128 below 2^31 (bucket deltas, counts), room already made */
+  varintFast(v: number): void {
+    const b = this.buf;
+    let n = this.n;
+    while (v >= 0x80) {
+      b[n++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    b[n++] = v;
+    this.n = n;
   }
   /** unsigned LEB128, for integers up to 2^53 */
   varint(v: number): void {
