@@ -1,4 +1,4 @@
-import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import type { Consumer, EachBatchPayload, Kafka, PartitionAssigner } from 'kafkajs';
 import type { Clock } from '../clock.js';
 import { describeError } from '../errors.js';
 import type { ConsumedMessage, MessageSink } from '../kafka/consumer-loop.js';
@@ -38,6 +38,8 @@ export interface ParkedTierConsumerOptions {
   fetchMaxWaitMs: number;
   sessionTimeoutMs: number;
   commitIntervalMs: number;
+  /** e.g. [coPartitionedAssigner(instanceId)], so partition p comes to the owner of Currents partition p */
+  partitionAssigners?: PartitionAssigner[];
 }
 
 interface Waiting {
@@ -86,6 +88,7 @@ export class ParkedTierConsumer {
       allowAutoTopicCreation: true,
       // a partition waiting on its held events is paused; this bounds what one fetch brings
       maxBytesPerPartition: 1024 * 1024,
+      ...(o.partitionAssigners ? { partitionAssigners: o.partitionAssigners } : {}),
     });
     const ev = this.consumer.events;
     this.consumer.on(ev.GROUP_JOIN, ({ payload }) => {
