@@ -110,6 +110,9 @@ export class IdPacer {
     // A long-tier partition can wait behind another key's park for up to a window: a key's long
     // mark lasts that long after its last park or return.
     this.longGraceMs = Math.max(SHORT_GRACE_MS, s.quotaWindowMs);
+    // Built now, so settings the limiter refuses fail at start-up, not at the first event; it also
+    // serves the events that carry no partition.
+    this.byPartition.set(NO_PARTITION, new IdentityLimiter(this.limits, clock));
   }
 
   /** Decides for a new event (not one coming back from a retry topic). */

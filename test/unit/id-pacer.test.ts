@@ -181,3 +181,9 @@ describe('IdPacer: counts per partition, restored after a restart', () => {
     expect(q.decide(dev('d', 5))).toMatchObject({ kind: 'park', tier: 'long', untilMs: 2_000 });
   });
 });
+
+describe('IdPacer: settings', () => {
+  it('refuses settings the limiter cannot hold at construction, not at the first event', () => {
+    expect(() => pacer({ quotaWindowMs: 86_400_000, quotaBucketMs: 500 })).toThrow(RangeError);
+  });
+});
