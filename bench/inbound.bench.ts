@@ -123,9 +123,9 @@ const USER_AGENT =
  * send ids, user agent and mailbox details, nulls where Braze sends nulls), which the mapping passes
  * through as event properties or reads past: about 700 B per event instead of ~350 B.
  */
-export function benchCurrentsEvent(i: number): CurrentsEvent {
-  const e = sampleCurrentsEvent(i, { users: DEVICES });
-  const u = i % DEVICES;
+export function benchCurrentsEvent(i: number, users = DEVICES): CurrentsEvent {
+  const e = sampleCurrentsEvent(i, { users });
+  const u = i % users;
   const p = e.properties;
   p.app_group_id = APP_GROUP_ID;
   const ad = { ad_id: uuid(u, 11), ad_id_type: 'ios_idfa', ad_tracking_enabled: u % 3 !== 0 };
@@ -183,8 +183,8 @@ function batchBody(from: number, count: number): Buffer {
 }
 
 /** What the route writes for an event: the validated event as JSON, keyed by its device id. */
-function storedForm(i: number): { key: string; value: string } {
-  const v = validateCurrentsEvent(benchCurrentsEvent(i));
+export function storedForm(i: number, users = DEVICES): { key: string; value: string } {
+  const v = validateCurrentsEvent(benchCurrentsEvent(i, users));
   if (!v.ok) throw new Error(`inbound bench: sample event ${i} does not validate: ${v.message}`);
   return { key: v.event.user.device_id ?? '', value: JSON.stringify(v.event) };
 }

@@ -75,8 +75,8 @@ const TRACE = process.env.BENCH_OUTBOUND_TRACE === '1';
  * (upload and processing times, device, location, session, `data`...), which the mapper reads past
  * or drops: about 1 KB per event, like production traffic, instead of sampleEvent's ~460 B.
  */
-export function benchEvent(i: number): { key: string; value: string } {
-  const s = sampleEvent(i, { users: USERS, ingestShare: 0.1 });
+export function benchEvent(i: number, users = USERS): { key: string; value: string } {
+  const s = sampleEvent(i, { users, ingestShare: 0.1 });
   const v = s.value;
   const props = v.event_properties as Record<string, unknown>;
   props.path = `/app/${['home', 'search', 'settings', 'reports', 'billing'][i % 5]}/${i % 997}`;
@@ -84,7 +84,7 @@ export function benchEvent(i: number): { key: string; value: string } {
   props.duration_ms = (i * 7919) % 30_000;
   if (typeof v.client_event_time === 'string') {
     const t = v.client_event_time;
-    const user = i % USERS;
+    const user = i % users;
     Object.assign(v, {
       app: 187520,
       client_upload_time: t,

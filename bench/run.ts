@@ -6,7 +6,8 @@
  *   node dist/bench/run.js outbound    only benchmarks whose name contains "outbound" (several
  *                                      names may be given; any match runs)
  *
- * Known modules run first, in this order: mapping, outbound, limiter, inbound. A known module
+ * Known modules run first, in this order: mapping, outbound, limiter, inbound, scale (then the cohort
+ * and attribute-state ones). A known module
  * that is not there (not written yet) is skipped with a note. Any other `*.bench.js` next to this
  * file runs after them, through its exported `run...Bench()` function.
  *
@@ -38,6 +39,7 @@ const KNOWN: BenchModule[] = [
   { name: 'outbound', file: './outbound.bench.js', fn: 'runOutboundBench' },
   { name: 'limiter', file: './limiter.bench.js', fn: 'runLimiterBench' },
   { name: 'inbound', file: './inbound.bench.js', fn: 'runInboundBench' },
+  { name: 'scale', file: './scale.bench.js', fn: 'runScaleBench' },
   { name: 'cohort-diff', file: './cohort-diff.bench.js', fn: 'runCohortDiffBench' },
   { name: 'cohort-sync', file: './cohort-sync.bench.js', fn: 'runCohortSyncBench' },
   { name: 'attribute-state', file: './attribute-state.bench.js', fn: 'runAttributeStateBench' },

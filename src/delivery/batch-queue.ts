@@ -157,6 +157,16 @@ export class KeyedBatchQueue<T extends Batchable> {
     }
   }
 
+  /** `release` of the keys of a finished request's items (no Set: a key released twice is a no-op). */
+  releaseItems(items: readonly T[]): void {
+    for (let i = 0; i < items.length; i++) {
+      const key = (items[i] as T).key;
+      if (!this.busy.delete(key)) continue;
+      const head = this.queues.get(key)?.[0];
+      if (head) this.ready.push(head.seq, key);
+    }
+  }
+
   /** every queued item, oldest key first (for health probes and shutdown reports) */
   *items(): IterableIterator<T> {
     for (const q of this.queues.values()) for (const s of q) yield s.item;

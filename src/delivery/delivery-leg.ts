@@ -87,8 +87,14 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
   private readonly queue: KeyedBatchQueue<I>;
   private readonly backoff: DestinationBackoff;
   private inFlightRequests = 0;
-  /** accepted but not yet finished, in arrival order, for health's pending count and oldest age */
-  private readonly pendingSince = new Map<ConsumedMessage, number>();
+  /**
+   * accepted but not yet finished, for health's pending count and oldest age: a count, and the
+   * messages in arrival order (each carries its seenMs and finished flag, so no Map entry per message;
+   * finished ones are dropped from the front as they go, and swept when they pile up behind a slow one)
+   */
+  private pendingCount = 0;
+  private pendingList: ConsumedMessage[] = [];
+  private pendingHead = 0;
   private lingerTimer: NodeJS.Timeout | undefined;
   private backoffTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -108,17 +114,21 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
     this.backoff = new DestinationBackoff(d.backoff, d.clock);
     d.health.setPendingProbe(() => {
       let oldest: number | undefined;
-      for (const t of this.pendingSince.values()) if (oldest === undefined || t < oldest) oldest = t;
-      return { count: this.pendingSince.size, ...(oldest !== undefined ? { oldestMs: oldest } : {}) };
+      const list = this.pendingList;
+      for (let i = this.pendingHead; i < list.length; i++) {
+        const m = list[i] as ConsumedMessage;
+        if (m.finished === false && (oldest === undefined || (m.seenMs as number) < oldest)) oldest = m.seenMs;
+      }
+      return { count: this.pendingCount, ...(oldest !== undefined ? { oldestMs: oldest } : {}) };
     });
   }
 
   hasCapacity(): boolean {
-    return !this.stopped && this.pendingSince.size < this.d.maxInFlightEvents;
+    return !this.stopped && this.pendingCount < this.d.maxInFlightEvents;
   }
 
   get pending(): number {
-    return this.pendingSince.size;
+    return this.pendingCount;
   }
 
   get isStopped(): boolean {
@@ -127,7 +137,12 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
 
   accept(msg: ConsumedMessage): void {
     const seenMs = msg.timestampMs > 0 && Number.isFinite(msg.timestampMs) ? msg.timestampMs : this.d.clock.now();
-    this.pendingSince.set(msg, seenMs);
+    msg.seenMs = seenMs;
+    if (msg.finished !== false) {
+      msg.finished = false;
+      this.pendingCount++;
+      this.pendingList.push(msg);
+    }
     const e = this.d.encode(msg, seenMs);
     if ('skip' in e) return this.skip(msg, e.skip);
     if ('deadLetter' in e) {
@@ -148,13 +163,34 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
   /** The message is done with: its offset may be committed. */
   finish(msg: ConsumedMessage): void {
     msg.handle.done();
-    if (!this.pendingSince.delete(msg)) return;
-    if (this.pendingSince.size === 0) {
+    if (msg.finished !== false) return;
+    msg.finished = true;
+    this.pendingCount--;
+    this.trimPending();
+    if (this.pendingCount === 0) {
       for (const w of this.drainWaiters) w();
       // Stopped with nothing left to probe (all expired or dead-lettered): consume again, so new
       // events probe the destination instead of the leg staying paused forever.
       if (this.stopped) this.setStopped(false, 'nothing pending; consuming again to probe the destination');
     }
+  }
+
+  /** Drops finished messages from the front of the pending list; sweeps the list when finished ones pile up behind a slow one. */
+  private trimPending(): void {
+    const list = this.pendingList;
+    let h = this.pendingHead;
+    while (h < list.length && (list[h] as ConsumedMessage).finished !== false) h++;
+    if (h === list.length) {
+      list.length = 0;
+      h = 0;
+    } else if (list.length - h > 2 * this.pendingCount + 4096) {
+      this.pendingList = list.slice(h).filter((m) => m.finished === false);
+      h = 0;
+    } else if (h > 4096 && h * 2 > list.length) {
+      this.pendingList = list.slice(h);
+      h = 0;
+    }
+    this.pendingHead = h;
   }
 
   skip(msg: ConsumedMessage, reason: string): void {
@@ -220,7 +256,7 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
         .catch((err: unknown) => d.logger.error({ err: (err as Error).message }, `unexpected error delivering to ${d.destination.name}`))
         .finally(() => {
           this.inFlightRequests--;
-          this.queue.release(new Set(items.map((i) => i.key)));
+          this.queue.releaseItems(items);
           this.pump();
         });
     }
@@ -444,7 +480,7 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
   drain(timeoutMs: number): Promise<boolean> {
     this.draining = true;
     this.pump();
-    if (this.pendingSince.size === 0) return Promise.resolve(true);
+    if (this.pendingCount === 0) return Promise.resolve(true);
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -453,7 +489,7 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
       };
       const timer = setTimeout(() => {
         this.drainWaiters.delete(done);
-        resolve(this.pendingSince.size === 0);
+        resolve(this.pendingCount === 0);
       }, timeoutMs);
       this.drainWaiters.add(done);
     });
