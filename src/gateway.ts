@@ -12,7 +12,7 @@ import { HealthStore } from './health/health-store.js';
 import { HealthMonitor } from './health/health-monitor.js';
 import { registerHealthMetrics } from './health/health-metrics.js';
 import { HttpServers, type ReadinessCheck } from './server.js';
-import type { BuiltLeg, LegContext } from './leg.js';
+import type { BuiltLeg, LegConsumer, LegContext } from './leg.js';
 import { BrazeClient } from './amplitude-to-braze/braze-client.js';
 import { buildOutbound } from './amplitude-to-braze/outbound.js';
 import { buildCurrentsIngest } from './currents-ingest/ingest.js';
@@ -79,9 +79,14 @@ export class Gateway {
     return this.pendingOf('inbound');
   }
 
-  /** every consumer loop of every leg (tests reach in to provoke faults) */
-  get loops(): ConsumerLoop[] {
+  /** every Kafka consumer of every leg */
+  get loops(): LegConsumer[] {
     return this.legs.flatMap((l) => l.loops);
+  }
+
+  /** the consumer-group loops among them (tests look at their assignments) */
+  get consumerLoops(): ConsumerLoop[] {
+    return this.loops.filter((l): l is ConsumerLoop => l instanceof ConsumerLoop);
   }
 
   async start(): Promise<void> {
@@ -122,7 +127,7 @@ export class Gateway {
       producer,
       deadLetters,
       kafkaUp: () => this.producerConnected,
-      consumerLoop: (suffix: string, topic: string, leg: Leg, sink: MessageSink, onReassigned?: (assigned: string[]) => void) =>
+      consumerLoop: (suffix: string, topic: string, leg: Leg, sink: MessageSink, opts = {}) =>
         new ConsumerLoop({
           kafka,
           groupId: `${config.kafka.groupId}.${suffix}`,
@@ -134,14 +139,14 @@ export class Gateway {
           fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
           sessionTimeoutMs: config.kafka.sessionTimeoutMs,
           commitIntervalMs: config.kafka.commitIntervalMs,
-          ...(onReassigned ? { onReassigned } : {}),
+          ...opts,
         }),
     };
     // One Braze client per workspace: every writer to Braze shares its request budget.
     if (config.braze) this.brazeClient = new BrazeClient(config.braze, this.clock);
     // notifications first: the cohort sync reports its runs through them; closed last (legs close in order)
     const notifications = buildNotifications(ctx);
-    const built = [await buildOutbound(ctx, this.brazeClient), await buildCurrentsIngest(ctx), buildInbound(ctx), await buildCohortLeg(ctx, this.brazeClient, notifications?.notifier), notifications];
+    const built = [await buildOutbound(ctx, this.brazeClient), await buildCurrentsIngest(ctx), await buildInbound(ctx), await buildCohortLeg(ctx, this.brazeClient, notifications?.notifier), notifications];
     this.legs = built.filter((l): l is BuiltLeg => l !== undefined);
 
     const readiness: ReadinessCheck[] = [{ name: 'kafka_producer', ready: () => this.producerConnected }, ...this.legs.flatMap((l) => l.readiness)];

@@ -1,7 +1,7 @@
 import type { Kafka, Producer } from 'kafkajs';
 import type { Clock } from './clock.js';
 import type { GatewayConfig } from './config/config.js';
-import type { ConsumerLoop, MessageSink } from './kafka/consumer-loop.js';
+import type { ConsumerLoop, ConsumerLoopOptions, MessageSink } from './kafka/consumer-loop.js';
 import type { DeadLetterWriter } from './kafka/dead-letter.js';
 import type { Logger } from './observability/logger.js';
 import type { Leg, Metrics } from './observability/metrics.js';
@@ -21,15 +21,23 @@ export interface LegContext {
   producer: Producer;
   deadLetters: DeadLetterWriter;
   /** a consumer group member for one topic, with this gateway's Kafka settings */
-  consumerLoop(suffix: string, topic: string, leg: Leg, sink: MessageSink, onReassigned?: (assigned: string[]) => void): ConsumerLoop;
+  consumerLoop(suffix: string, topic: string, leg: Leg, sink: MessageSink, opts?: Pick<ConsumerLoopOptions, 'onReassigned' | 'partitionAssigners'>): ConsumerLoop;
   /** is the shared producer connected (for answers that depend on Kafka being there) */
   kafkaUp(): boolean;
+}
+
+/** A Kafka consumer of a flow, as the gateway starts, watches and stops it. */
+export interface LegConsumer {
+  start(): Promise<void>;
+  stop(drainTimeoutMs: number): Promise<void>;
+  readonly ready: boolean;
 }
 
 /** A flow, built: what the gateway starts, serves, watches and takes down. */
 export interface BuiltLeg {
   name: string;
-  loops: ConsumerLoop[];
+  /** the flow's Kafka consumers: started with the gateway, stopped (drained) first on the way down */
+  loops: LegConsumer[];
   readiness: ReadinessCheck[];
   /** the flow's HTTP routes, each declared public (vendor POSTs) or admin (status): see server.ts */
   routes: SurfaceRoutes[];

@@ -45,8 +45,8 @@ export async function buildOutbound(ctx: LegContext, client: BrazeClient | undef
   });
   // Users whose partitions moved here were written by another instance meanwhile: what this
   // instance remembers of them may be stale. Save what it has, forget it, and read the topic again.
-  const onReassigned = (): void => {
-    if (!attributeState || !store) return;
+  const onReassigned = (_assigned: string[], first: boolean): void => {
+    if (first || !attributeState || !store) return;
     void store
       .flush()
       .catch(() => 0)
@@ -56,7 +56,7 @@ export async function buildOutbound(ctx: LegContext, client: BrazeClient | undef
       })
       .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'attribute state could not be reloaded after a rebalance'));
   };
-  const loop = ctx.consumerLoop('outbound', config.topics.amplitudeEvents, 'outbound', leg, onReassigned);
+  const loop = ctx.consumerLoop('outbound', config.topics.amplitudeEvents, 'outbound', leg, { onReassigned });
   loopRef.loop = loop;
   store?.start(ctx.producer);
   logger.info({ topic: config.topics.amplitudeEvents, endpoint: client.url }, 'outbound leg (Amplitude events -> Braze) on');

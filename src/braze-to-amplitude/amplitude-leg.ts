@@ -8,7 +8,8 @@ import { amplitudeOutcome, classifyAmplitudeResponse } from './amplitude-respons
 import { safeJsonParse, validateCurrentsEvent } from '../currents-ingest/currents-body.js';
 import { identityKey, mapCurrentsEvent, type CurrentsMappingOptions } from './currents-to-amplitude.js';
 import { RECEIVED_AT_HEADER } from '../currents-ingest/currents-route.js';
-import type { IdPacer, PacedIds } from './id-pacer.js';
+import type { IdPacer, PacedIds, ParkTier } from './id-pacer.js';
+import { retryTopicFor, tierOfTopic } from './park-tiers.js';
 import type { BatchingProducer } from '../kafka/batching-producer.js';
 
 export const AMPLITUDE_DESTINATION = 'amplitude';
@@ -25,8 +26,12 @@ export type AmplitudeLegDeps = Omit<DeliveryLegDeps<AmplitudeItem>, 'leg' | 'des
   settings: InboundSettings;
   /** per-id pacing; absent when limits are off */
   pacer?: IdPacer;
-  /** where events over their id's rate or quota wait (the retry topic) */
-  retry?: { topic: string; producer: BatchingProducer };
+  /** AMPLITUDE_QUOTA_ACTION: park events over a daily quota, or dead-letter them */
+  quotaAction: 'park' | 'dead-letter';
+  /** how long ids Amplitude names over quota are parked when there is no pacer to ask */
+  quotaBucketMs: number;
+  /** where events over their id's rate (`topic`, the short tier) or daily quota (`quotaTopic`, the long tier) wait */
+  retry?: { topic: string; quotaTopic: string; producer: BatchingProducer };
 };
 
 export const NOT_BEFORE_HEADER = 'not-before';
@@ -67,7 +72,7 @@ export class AmplitudeLeg implements MessageSink {
       backoff: { baseMs: s.retryBaseMs, maxMs: s.retryMaxMs, stopRetryMs: s.authRetryMs },
       ...(deps.pacer ? { admit: (item: AmplitudeItem) => this.admit(item) } : {}),
       takeHeldBefore: (cutoff) => this.takeHeldBefore(cutoff),
-      park: (items) => this.parkQuota(items),
+      park: (items, ids) => this.parkQuota(items, ids),
     });
   }
 
@@ -122,7 +127,9 @@ export class AmplitudeLeg implements MessageSink {
   private admit(item: AmplitudeItem): boolean {
     const pacer = this.deps.pacer as IdPacer;
     const ids = pacedIds(item);
-    const v = item.msg.topic === this.deps.retry?.topic ? pacer.decideRetried(ids) : pacer.decide(ids);
+    const retry = this.deps.retry;
+    const tier = retry ? tierOfTopic(item.msg.topic, { retry: retry.topic, retryQuota: retry.quotaTopic }) : undefined;
+    const v = tier ? pacer.decideRetried(ids, tier) : pacer.decide(ids);
     switch (v.kind) {
       case 'send':
         return true;
@@ -133,7 +140,7 @@ export class AmplitudeLeg implements MessageSink {
         return false;
       }
       case 'park':
-        void this.park(item, v.untilMs, v.reason);
+        void this.park(item, v.untilMs, v.reason, v.tier);
         return false;
       case 'dead_letter':
         void this.core.deadLetter(item.msg, 'daily_quota', `over the daily quota until ${new Date(v.untilMs).toISOString()}`);
@@ -159,7 +166,7 @@ export class AmplitudeLeg implements MessageSink {
       if (v.kind === 'send') this.core.enqueue(head);
       else {
         pacer.release(key);
-        if (v.kind === 'park') void this.park(head, v.untilMs, v.reason);
+        if (v.kind === 'park') void this.park(head, v.untilMs, v.reason, v.tier);
         else void this.core.deadLetter(head.msg, 'daily_quota', `over the daily quota until ${new Date(v.untilMs).toISOString()}`);
       }
     }
@@ -167,20 +174,31 @@ export class AmplitudeLeg implements MessageSink {
     this.core.pump();
   }
 
-  /** Amplitude said these events' ids are over their daily quota: park them until the window allows. */
-  private async parkQuota(items: AmplitudeItem[]): Promise<void> {
-    const untilMs = this.deps.clock.now() + this.deps.settings.throttleHoldMs;
-    await Promise.all(items.map((it) => this.park(it, untilMs, 'daily_quota')));
+  /**
+   * Amplitude said these ids are over their daily quota: the pacer parks their new events without
+   * sending them until the window allows, and these events are parked (long tier) until then, or
+   * dead-lettered with AMPLITUDE_QUOTA_ACTION=dead-letter.
+   */
+  private async parkQuota(items: AmplitudeItem[], ids: { devices: string[]; users: string[] }): Promise<void> {
+    const pacer = this.deps.pacer;
+    const untilMs = pacer ? pacer.markOverQuota(ids) : this.deps.clock.now() + this.deps.quotaBucketMs;
+    if (this.deps.quotaAction === 'dead-letter') {
+      await Promise.all(items.map((it) => this.core.deadLetter(it.msg, 'daily_quota', `Amplitude: over the daily quota until ${new Date(untilMs).toISOString()}`)));
+      return;
+    }
+    for (const it of items) pacer?.noteParked(pacedIds(it), untilMs, 'daily_quota');
+    await Promise.all(items.map((it) => this.park(it, untilMs, 'daily_quota', 'long')));
   }
 
-  /** Writes the event to the retry topic with its not-before time; its offset is released once stored. */
-  private async park(item: AmplitudeItem, untilMs: number, reason: 'rate_limit' | 'daily_quota'): Promise<void> {
+  /** Writes the event to its tier's retry topic with its not-before time; its offset is released once stored. */
+  private async park(item: AmplitudeItem, untilMs: number, reason: 'rate_limit' | 'daily_quota', tier: ParkTier): Promise<void> {
     const retry = this.deps.retry;
     if (!retry) {
+      this.deps.pacer?.unpark(item.key, tier);
       await this.core.deadLetter(item.msg, reason, 'no retry topic configured');
       return;
     }
-    await retry.producer.send(retry.topic, [
+    await retry.producer.send(retryTopicFor(tier, { retry: retry.topic, retryQuota: retry.quotaTopic }), [
       {
         key: item.key,
         value: item.msg.value,
@@ -252,7 +270,8 @@ export class AmplitudeDestination implements Destination<AmplitudeItem> {
 }
 
 function pacedIds(it: AmplitudeItem): PacedIds {
-  return { key: it.key, ...(it.deviceId ? { deviceId: it.deviceId } : {}), ...(it.userId ? { userId: it.userId } : {}) };
+  // The partition of the event's key: its daily counts are kept, and persisted, per partition.
+  return { key: it.key, partition: it.msg.partition, ...(it.deviceId ? { deviceId: it.deviceId } : {}), ...(it.userId ? { userId: it.userId } : {}) };
 }
 
 function headerString(v: Buffer | string | Array<Buffer | string> | undefined): string {

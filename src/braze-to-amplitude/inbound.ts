@@ -4,24 +4,43 @@ import { BatchingProducer } from '../kafka/batching-producer.js';
 import { AmplitudeLeg } from './amplitude-leg.js';
 import { IdPacer } from './id-pacer.js';
 import { RetrySink } from './retry-sink.js';
+import { LimiterStore } from './limiter-store.js';
+import { ParkedTierConsumer } from './park-tiers.js';
+import { coPartitionedAssigner } from './co-partitioned-assigner.js';
 
-/** Currents on Kafka → Amplitude (with per-id pacing and the retry topic), when AMPLITUDE_API_KEY is set. */
-export function buildInbound(ctx: LegContext): BuiltLeg | undefined {
+/** Currents on Kafka → Amplitude (with per-id pacing and the two park tiers), when AMPLITUDE_API_KEY is set. */
+export async function buildInbound(ctx: LegContext): Promise<BuiltLeg | undefined> {
   const { config, logger } = ctx;
   const apiKey = config.amplitude.apiKey;
   if (!apiKey) {
     logger.info('inbound leg off: AMPLITUDE_API_KEY is not set');
     return undefined;
   }
+  const { topics, limits, kafka: k } = config;
   const health = ctx.health.connector('amplitude', 'amplitude');
-  const pacer = config.limits.enabled ? new IdPacer(config.limits, ctx.clock, ctx.metrics) : undefined;
+  const pacer = limits.enabled ? new IdPacer(limits, ctx.clock, ctx.metrics) : undefined;
+  // The daily counts per partition survive restarts and rebalances in a compacted topic.
+  const store = pacer
+    ? new LimiterStore({
+        kafka: ctx.kafka,
+        topic: topics.limits,
+        pacer,
+        logger: logger.child({ component: 'limiter-store' }),
+        clock: ctx.clock,
+        intervalMs: limits.saveIntervalMs,
+        fetchMaxWaitMs: k.fetchMaxWaitMs,
+        groupIdPrefix: `${k.groupId}.limits-reader`,
+      })
+    : undefined;
   const retryProducer = new BatchingProducer(ctx.producer, logger, { name: 'retry', lingerMs: 5, maxBatch: 1_000, maxInFlight: 2, maxAttempts: Infinity, retryBaseMs: 500, ackTimeoutMs: 30_000 });
   const loops: ConsumerLoop[] = [];
   const leg = new AmplitudeLeg({
     amplitude: { ...config.amplitude, apiKey },
     settings: config.inbound,
     ...(pacer ? { pacer } : {}),
-    retry: { topic: config.topics.retry, producer: retryProducer },
+    quotaAction: limits.quotaAction,
+    quotaBucketMs: limits.quotaBucketMs,
+    retry: { topic: topics.retry, quotaTopic: topics.retryQuota, producer: retryProducer },
     deadLetters: ctx.deadLetters,
     health,
     logger: logger.child({ leg: 'inbound' }),
@@ -33,17 +52,40 @@ export function buildInbound(ctx: LegContext): BuiltLeg | undefined {
     // Amplitude deduplicates by insert_id, so a crash's re-sends are harmless here: the interval
     // commit is enough, and a commit per request would cost more than it saves.
   });
-  const retryLoop = ctx.consumerLoop('retry', config.topics.retry, 'inbound', new RetrySink(leg, ctx.clock, config.limits.retryMaxHeld));
-  const loop = ctx.consumerLoop('inbound', config.topics.brazeCurrents, 'inbound', leg);
+  // Partition p of the Currents topic and of both park tiers goes to the same instance in every
+  // group, so a parked event comes back to the process that counts its key's limits.
+  const partitionAssigners = [coPartitionedAssigner(config.health.instanceId)];
+  const onReassigned = (assigned: string[]): void => {
+    if (!store) return;
+    const mine = assigned.filter((a) => a.startsWith(`${topics.brazeCurrents}:`)).map((a) => Number(a.slice(a.lastIndexOf(':') + 1)));
+    void store.onAssigned(mine).catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'limiter counts could not be restored for the new partitions'));
+  };
+  const retryLoop = ctx.consumerLoop('retry', topics.retry, 'inbound', new RetrySink(leg, ctx.clock, limits.retryMaxHeld), { partitionAssigners });
+  const loop = ctx.consumerLoop('inbound', topics.brazeCurrents, 'inbound', leg, { partitionAssigners, onReassigned });
   loops.push(retryLoop, loop);
+  const quotaTier = new ParkedTierConsumer({
+    kafka: ctx.kafka,
+    groupId: `${k.groupId}.retry-quota`,
+    topic: topics.retryQuota,
+    sink: leg,
+    clock: ctx.clock,
+    logger: logger.child({ leg: 'inbound', topic: topics.retryQuota }),
+    maxHeldPerPartition: limits.quotaParkMaxHeldPerPartition,
+    fetchMaxWaitMs: k.fetchMaxWaitMs,
+    sessionTimeoutMs: k.sessionTimeoutMs,
+    commitIntervalMs: k.commitIntervalMs,
+    partitionAssigners,
+  });
+  store?.start(ctx.producer);
   const evictTimer = pacer ? setInterval(() => pacer.evictIdle(), 60_000) : undefined;
-  logger.info({ topic: config.topics.brazeCurrents, endpoint: config.amplitude.httpApiUrl }, 'inbound leg (Currents -> Amplitude) on');
+  logger.info({ topic: topics.brazeCurrents, endpoint: config.amplitude.httpApiUrl }, 'inbound leg (Currents -> Amplitude) on');
   return {
     name: 'inbound',
-    loops,
+    loops: [...loops, quotaTier],
     readiness: [
       { name: 'inbound_consumer', ready: () => loop.ready },
       { name: 'retry_consumer', ready: () => retryLoop.ready },
+      { name: 'retry_quota_consumer', ready: () => quotaTier.ready },
     ],
     routes: [],
     watched: [{ health, leg }],
@@ -55,6 +97,7 @@ export function buildInbound(ctx: LegContext): BuiltLeg | undefined {
     },
     close: async () => {
       if (evictTimer) clearInterval(evictTimer);
+      await store?.stop();
       await leg.close();
       retryProducer.close();
     },

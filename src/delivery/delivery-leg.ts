@@ -342,6 +342,12 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
         const held = items.filter((_, i) => holdSet.has(i));
         const parked = items.filter((_, i) => parkSet.has(i));
         const rest = items.filter((_, i) => !holdSet.has(i) && !parkSet.has(i));
+        if (parked.length > 0) {
+          // Newer events of the parked keys already waiting in the queue go behind them, or they
+          // would overtake the parked ones as soon as this request lets their keys go.
+          const keys = new Set(parked.map((i) => i.key));
+          parked.push(...this.queue.removeWhere((i) => keys.has(i.key)));
+        }
         this.d.health.recordFailure('rate_limited', o.error);
         this.d.metrics.retries.inc({ destination: this.d.destination.name, class: 'rate_limited' });
         const park = this.d.park;

@@ -1,4 +1,4 @@
-import type { Consumer, EachBatchPayload, IHeaders, Kafka } from 'kafkajs';
+import type { Consumer, EachBatchPayload, IHeaders, Kafka, PartitionAssigner } from 'kafkajs';
 import type { Logger } from '../observability/logger.js';
 import type { Leg, Metrics } from '../observability/metrics.js';
 import { OffsetTracker, type PartitionState } from './offset-tracker.js';
@@ -76,8 +76,10 @@ export interface ConsumerLoopOptions {
   sessionTimeoutMs: number;
   commitIntervalMs: number;
   fromBeginning?: boolean;
-  /** the member's partitions changed (a rebalance moved some in or out), after the first join */
-  onReassigned?: (assigned: string[]) => void;
+  /** the member's partitions, at the first join (`first`) and whenever a rebalance moves some in or out */
+  onReassigned?: (assigned: string[], first: boolean) => void;
+  /** kafkajs partition assigners (default: kafkajs's round robin) */
+  partitionAssigners?: PartitionAssigner[];
 }
 
 const RESTART_DELAY_MS = 1_000;
@@ -113,6 +115,7 @@ export class ConsumerLoop {
       heartbeatInterval: Math.min(3_000, Math.floor(o.sessionTimeoutMs / 5)),
       allowAutoTopicCreation: true,
       maxBytesPerPartition: 4 * 1024 * 1024,
+      ...(o.partitionAssigners ? { partitionAssigners: o.partitionAssigners } : {}),
     });
     const ev = consumer.events;
     consumer.on(ev.GROUP_JOIN, ({ payload }) => {
@@ -176,7 +179,7 @@ export class ConsumerLoop {
       }
     }
     this.ownedPartitions = assigned;
-    if (changed && !first) this.o.onReassigned?.([...assigned]);
+    if (changed || first) this.o.onReassigned?.([...assigned], first);
   }
 
   async start(): Promise<void> {

@@ -196,8 +196,8 @@ describe('outbound (Braze) answers as an operator meets them', () => {
     const gw1 = await start();
     await waitFor(() => braze.received.events.length, (c) => c >= 3_000, 30_000, 'first instance delivering');
     const gw2 = await start();
-    await waitFor(() => gw2.loops[0]!.ready && gw1.loops[0]!.ready, (r) => r, 30_000, 'both instances in the group');
-    const kept = new Set(gw1.loops[0]!.assigned.map((a) => Number(a.split(':')[1])));
+    await waitFor(() => gw2.consumerLoops[0]!.ready && gw1.consumerLoops[0]!.ready, (r) => r, 30_000, 'both instances in the group');
+    const kept = new Set(gw1.consumerLoops[0]!.assigned.map((a) => Number(a.split(':')[1])));
     await waitFor(() => braze.received.events.length, (c) => c >= 10_000, 60_000, 'both delivering');
     await gw1.stop(10_000);
     await producing;

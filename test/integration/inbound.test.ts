@@ -209,7 +209,8 @@ describe('inbound leg: Currents -> Kafka -> Amplitude HTTP API', () => {
   });
 
   it('parks the events of ids over their daily quota (reason daily_quota) instead of dead-lettering them, and delivers them later', async () => {
-    const { post, amp, topics, gw } = await setup({ AMPLITUDE_LINGER_MS: '200' });
+    // Amplitude re-evaluates its rolling window hourly; here every 500 ms
+    const { post, amp, topics, gw } = await setup({ AMPLITUDE_LINGER_MS: '200', AMPLITUDE_ID_QUOTA_WINDOW_MS: '60000', AMPLITUDE_ID_QUOTA_BUCKET_MS: '500' });
     amp.injectFaults({
       status: 429,
       count: 1,
@@ -217,7 +218,7 @@ describe('inbound leg: Currents -> Kafka -> Amplitude HTTP API', () => {
     });
     await post(batch(0, 10, 10));
     await amp.waitForEvents(9, 10_000);
-    const parked = await readTopic(broker.cluster.bootstrap, topics.retry, 1, 10_000);
+    const parked = await readTopic(broker.cluster.bootstrap, topics.retryQuota, 1, 10_000);
     expect(parked[0]!.headers.reason).toBe('daily_quota');
     expect(JSON.parse(parked[0]!.value!.toString()).user.device_id).toBe('device-000002');
     await amp.waitForEvents(10, 10_000);

@@ -7,7 +7,7 @@ export const CURRENTS_TOKEN = 'inbound-test-token';
 export const AMPLITUDE_KEY = 'inbound-test-amplitude-key';
 
 export interface InboundHarness {
-  topics: { currents: string; dlq: string; retry: string; state: string };
+  topics: { currents: string; dlq: string; retry: string; retryQuota: string; limits: string; state: string };
   amp: AmplitudeStandIn;
   config: GatewayConfig;
   log: ReturnType<typeof memoryLogger>;
@@ -27,9 +27,12 @@ export async function inboundHarness(
   ampOpts: Partial<AmplitudeStandInOptions> = {},
 ): Promise<InboundHarness> {
   const id = `in${++n}-${Date.now()}`;
-  const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}`, retry: `gateway.retry.${id}`, state: `gateway.state.${id}` };
+  const topics = { currents: `braze.currents.${id}`, dlq: `gateway.dead-letter.${id}`, retry: `gateway.retry.${id}`, retryQuota: `gateway.retry.quota.${id}`, limits: `gateway.limits.${id}`, state: `gateway.state.${id}` };
   await broker.cluster.createTopic(topics.currents, 4);
+  // the park tiers have the Currents topic's partition count: a key parks to the partition it came from
   await broker.cluster.createTopic(topics.retry, 4);
+  await broker.cluster.createTopic(topics.retryQuota, 4);
+  await broker.cluster.createTopic(topics.limits, 4);
   await broker.cluster.createTopic(topics.dlq, 1);
   await broker.cluster.createTopic(topics.state, 1);
   const amp = await startAmplitudeStandIn({ apiKey: AMPLITUDE_KEY, ...ampOpts });
@@ -40,6 +43,8 @@ export async function inboundHarness(
     TOPIC_BRAZE_CURRENTS: topics.currents,
     TOPIC_DEAD_LETTER: topics.dlq,
     TOPIC_RETRY: topics.retry,
+    TOPIC_RETRY_QUOTA: topics.retryQuota,
+    TOPIC_LIMITS: topics.limits,
     TOPIC_STATE: topics.state,
     CURRENTS_TOKEN,
     AMPLITUDE_API_KEY: AMPLITUDE_KEY,
