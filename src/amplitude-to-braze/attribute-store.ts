@@ -13,9 +13,9 @@
  * on revocation, `await store.flush()`, so the next owner reads what this one confirmed; on
  * assignment, `state.clear()` then `await store.load()`.
  */
-import { randomUUID } from 'node:crypto';
-import type { Consumer, Kafka, Producer } from 'kafkajs';
+import type { Kafka, Producer } from 'kafkajs';
 import { describeError } from '../errors.js';
+import { readTopicToEnd } from '../kafka/read-to-end.js';
 import type { Logger } from '../observability/logger.js';
 import type { AttributeState } from './attribute-state.js';
 
@@ -44,66 +44,32 @@ export class AttributeStore {
   /** Applies every record of the topic, in order; returns how many users were restored. A missing topic is nothing saved. */
   async load(): Promise<number> {
     const started = Date.now();
-    const admin = this.d.kafka.admin();
-    await admin.connect();
-    let ends: Map<number, bigint>;
-    try {
-      if (!(await admin.listTopics()).includes(this.d.topic)) {
-        this.d.logger.info({ topic: this.d.topic }, 'attribute state: topic does not exist yet; starting from nothing');
-        return 0;
-      }
-      const offsets = await admin.fetchTopicOffsets(this.d.topic);
-      ends = new Map(offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]));
-    } finally {
-      await admin.disconnect();
-    }
-    if (ends.size === 0) return 0;
-
     let records = 0;
     let bad = 0;
     const keys = new Set<string>();
-    const consumer: Consumer = this.d.kafka.consumer({
-      groupId: `${this.d.groupIdPrefix ?? 'gateway-attribute-state-reader'}-${randomUUID()}`,
-      maxWaitTimeInMs: this.d.fetchMaxWaitMs,
-      allowAutoTopicCreation: false,
+    const read = await readTopicToEnd({
+      kafka: this.d.kafka,
+      topic: this.d.topic,
+      groupIdPrefix: this.d.groupIdPrefix ?? 'gateway-attribute-state-reader',
+      fetchMaxWaitMs: this.d.fetchMaxWaitMs,
+      timeoutMs: this.d.loadTimeoutMs ?? 60_000,
+      errorPrefix: 'attribute state: ',
+      onMessage: (_partition, m) => {
+        const key = m.key?.toString('utf8');
+        if (!key) {
+          bad++;
+          return;
+        }
+        records++;
+        if (this.d.state.restoreUser(key, m.value)) keys.add(key);
+        else bad++;
+      },
     });
-    const remaining = new Set(ends.keys());
-    const timeoutMs = this.d.loadTimeoutMs ?? 60_000;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await consumer.connect();
-      await consumer.subscribe({ topic: this.d.topic, fromBeginning: true });
-      await new Promise<void>((resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`attribute state: could not read ${this.d.topic} to its end within ${timeoutMs} ms`)), timeoutMs);
-        consumer.on(consumer.events.CRASH, (e) => {
-          if (!e.payload.restart) reject(new Error(`attribute state: the reader stopped: ${describeError(e.payload.error)}`));
-        });
-        consumer
-          .run({
-            autoCommit: false,
-            eachBatch: async ({ batch }) => {
-              const end = ends.get(batch.partition);
-              for (const m of batch.messages) {
-                if (end !== undefined && BigInt(m.offset) >= end) break;
-                const key = m.key?.toString('utf8');
-                if (!key) {
-                  bad++;
-                  continue;
-                }
-                records++;
-                if (this.d.state.restoreUser(key, m.value)) keys.add(key);
-                else bad++;
-              }
-              if (end !== undefined && BigInt(batch.lastOffset()) + 1n >= end) remaining.delete(batch.partition);
-              if (remaining.size === 0) resolve();
-            },
-          })
-          .catch(reject);
-      });
-    } finally {
-      clearTimeout(timer);
-      await consumer.disconnect().catch(() => undefined);
+    if (!read.exists) {
+      this.d.logger.info({ topic: this.d.topic }, 'attribute state: topic does not exist yet; starting from nothing');
+      return 0;
     }
+    if (read.partitions === 0) return 0;
     this.d.logger.info({ topic: this.d.topic, records, users: this.d.state.size, skipped: bad, ms: Date.now() - started }, 'attribute state restored');
     return keys.size;
   }

@@ -1,9 +1,10 @@
-import { randomInt, randomUUID } from 'node:crypto';
-import type { IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import { randomInt } from 'node:crypto';
+import type { IHeaders, Kafka, Producer } from 'kafkajs';
 import type { Clock } from '../clock.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { IdPacer, PartitionSnapshot, PersistedMark } from './id-pacer.js';
+import { readTopicToEnd } from '../kafka/read-to-end.js';
 
 export interface LimiterStoreDeps {
   kafka: Kafka;
@@ -283,57 +284,25 @@ export class LimiterStore {
   /** Reads the topic to its end; keeps the latest value of the records of these partitions. */
   private async readAll(wanted: Set<number>): Promise<Map<string, { value: Buffer; headers: IHeaders }>> {
     const out = new Map<string, { value: Buffer; headers: IHeaders }>();
-    const admin = this.d.kafka.admin();
-    await admin.connect();
-    let ends: Map<number, bigint>;
-    try {
-      const topics = await admin.listTopics();
-      if (!topics.includes(this.d.topic)) return out;
-      const offsets = await admin.fetchTopicOffsets(this.d.topic);
-      ends = new Map(offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]));
-    } finally {
-      await admin.disconnect();
-    }
-    if (ends.size === 0) return out;
-    const consumer = this.d.kafka.consumer({ groupId: `${this.d.groupIdPrefix}-${randomUUID()}`, maxWaitTimeInMs: this.d.fetchMaxWaitMs, allowAutoTopicCreation: false, maxBytes: 64 << 20 });
-    const remaining = new Set(ends.keys());
-    const timeoutMs = this.d.loadTimeoutMs ?? 60_000;
-    let timer: NodeJS.Timeout | undefined;
     const wants = (key: string): boolean => {
       const m = /^limits\/(\d+)(?:\/|$)/.exec(key);
       return m !== null && wanted.has(Number(m[1]));
     };
-    try {
-      await consumer.connect();
-      await consumer.subscribe({ topic: this.d.topic, fromBeginning: true });
-      await new Promise<void>((resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`could not read ${this.d.topic} to its end within ${timeoutMs} ms`)), timeoutMs);
-        consumer.on(consumer.events.CRASH, (e) => {
-          if (!e.payload.restart) reject(new Error(`the reader stopped: ${describeError(e.payload.error)}`));
-        });
-        consumer
-          .run({
-            autoCommit: false,
-            eachBatch: async ({ batch }) => {
-              const end = ends.get(batch.partition);
-              for (const m of batch.messages as KafkaMessage[]) {
-                if (end !== undefined && BigInt(m.offset) >= end) break;
-                const key = m.key?.toString('utf8');
-                if (!key || !wants(key)) continue;
-                // offsets only grow within a partition, and a key always lands on one partition
-                if (m.value === null) out.delete(key);
-                else out.set(key, { value: m.value, headers: m.headers ?? {} });
-              }
-              if (end !== undefined && BigInt(batch.lastOffset()) + 1n >= end) remaining.delete(batch.partition);
-              if (remaining.size === 0) resolve();
-            },
-          })
-          .catch(reject);
-      });
-    } finally {
-      clearTimeout(timer);
-      await consumer.disconnect().catch(() => undefined);
-    }
+    await readTopicToEnd({
+      kafka: this.d.kafka,
+      topic: this.d.topic,
+      groupIdPrefix: this.d.groupIdPrefix,
+      fetchMaxWaitMs: this.d.fetchMaxWaitMs,
+      timeoutMs: this.d.loadTimeoutMs ?? 60_000,
+      maxBytes: 64 << 20,
+      onMessage: (_partition, m) => {
+        const key = m.key?.toString('utf8');
+        if (!key || !wants(key)) return;
+        // offsets only grow within a partition, and a key always lands on one partition
+        if (m.value === null) out.delete(key);
+        else out.set(key, { value: m.value, headers: m.headers ?? {} });
+      },
+    });
     return out;
   }
 }

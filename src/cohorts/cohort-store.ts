@@ -19,14 +19,14 @@
  * The reader keeps the latest record per key itself: compaction is lazy (and the test broker never
  * compacts), as in src/health/health-store.ts.
  */
-import { randomUUID } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import type { Admin, ConfigResourceTypes, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type { Admin, ConfigResourceTypes, Kafka, Producer } from 'kafkajs';
 
 /** ConfigResourceTypes.TOPIC: kafkajs is CommonJS and Node's ESM loader does not see that export by name */
 const TOPIC_RESOURCE = 2 as ConfigResourceTypes;
 import type { Logger } from '../observability/logger.js';
 import { describeError } from '../errors.js';
+import { readTopicToEnd } from '../kafka/read-to-end.js';
 import { MemberSet, applyChange } from './member-set.js';
 
 export const CHUNK_MEMBERS = 20_000;
@@ -107,57 +107,29 @@ export class CohortStore {
   /** Reads the topic to its end, keeping the latest record per key (a null value deletes). */
   async load(): Promise<{ records: number; ms: number }> {
     const started = Date.now();
-    const admin = this.d.kafka.admin();
-    await admin.connect();
-    let ends: Map<number, bigint>;
-    try {
-      const topics = await admin.listTopics();
-      if (!topics.includes(this.d.topic)) {
-        this.d.logger.warn({ topic: this.d.topic }, `cohort store: ${this.d.topic} does not exist yet; create it with cleanup.policy=compact (a topic auto-created with time retention would lose the snapshots after its retention)`);
-        return { records: 0, ms: Date.now() - started };
-      }
-      await this.checkCompacted(admin);
-      const offsets = await admin.fetchTopicOffsets(this.d.topic);
-      ends = new Map(offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]));
-    } finally {
-      await admin.disconnect();
-    }
-    if (ends.size === 0) return { records: 0, ms: Date.now() - started };
     const latest = new Map<string, { partition: number; offset: bigint; value: Buffer | null }>();
-    const consumer = this.d.kafka.consumer({ groupId: `${this.d.groupIdPrefix}-${randomUUID()}`, maxWaitTimeInMs: this.d.fetchMaxWaitMs, allowAutoTopicCreation: false, maxBytes: 64 << 20 });
-    const remaining = new Set(ends.keys());
-    const timeoutMs = this.d.loadTimeoutMs ?? 120_000;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await consumer.connect();
-      await consumer.subscribe({ topic: this.d.topic, fromBeginning: true });
-      await new Promise<void>((resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`cohort store: could not read ${this.d.topic} to its end within ${timeoutMs} ms`)), timeoutMs);
-        consumer.on(consumer.events.CRASH, (e) => {
-          if (!e.payload.restart) reject(new Error(`cohort store: the reader stopped: ${describeError(e.payload.error)}`));
-        });
-        consumer
-          .run({
-            autoCommit: false,
-            eachBatch: async ({ batch }) => {
-              for (const m of batch.messages as KafkaMessage[]) {
-                const key = m.key?.toString('utf8');
-                if (!key) continue;
-                const offset = BigInt(m.offset);
-                const prev = latest.get(key);
-                if (prev === undefined || prev.partition !== batch.partition || offset > prev.offset) latest.set(key, { partition: batch.partition, offset, value: m.value });
-              }
-              const end = ends.get(batch.partition);
-              if (end !== undefined && BigInt(batch.lastOffset()) + 1n >= end) remaining.delete(batch.partition);
-              if (remaining.size === 0) resolve();
-            },
-          })
-          .catch(reject);
-      });
-    } finally {
-      clearTimeout(timer);
-      await consumer.disconnect().catch(() => undefined);
+    const read = await readTopicToEnd({
+      kafka: this.d.kafka,
+      topic: this.d.topic,
+      groupIdPrefix: this.d.groupIdPrefix,
+      fetchMaxWaitMs: this.d.fetchMaxWaitMs,
+      timeoutMs: this.d.loadTimeoutMs ?? 120_000,
+      maxBytes: 64 << 20,
+      errorPrefix: 'cohort store: ',
+      checkTopic: (admin) => this.checkCompacted(admin),
+      onMessage: (partition, m) => {
+        const key = m.key?.toString('utf8');
+        if (!key) return;
+        const offset = BigInt(m.offset);
+        const prev = latest.get(key);
+        if (prev === undefined || prev.partition !== partition || offset > prev.offset) latest.set(key, { partition, offset, value: m.value });
+      },
+    });
+    if (!read.exists) {
+      this.d.logger.warn({ topic: this.d.topic }, `cohort store: ${this.d.topic} does not exist yet; create it with cleanup.policy=compact (a topic auto-created with time retention would lose the snapshots after its retention)`);
+      return { records: 0, ms: Date.now() - started };
     }
+    if (read.partitions === 0) return { records: 0, ms: Date.now() - started };
     for (const [k, v] of latest) if (v.value !== null) this.records.set(k, v.value);
     return { records: this.records.size, ms: Date.now() - started };
   }

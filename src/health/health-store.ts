@@ -4,6 +4,7 @@ import type { Clock } from '../clock.js';
 import type { FailureClass } from '../errors.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
+import { topicOffsets } from '../kafka/read-to-end.js';
 import { hostname } from 'node:os';
 import { LEGACY_INSTANCE, type ConnectorKind, type ConnectorRecord, type ConnectorState, type HealthRegistry, type InstanceRecord } from './connector-health.js';
 
@@ -294,19 +295,8 @@ export class HealthStore {
 
   /** low and high watermark per partition, or undefined when the topic does not exist */
   private async endOffsets(): Promise<Map<number, { low: bigint; high: bigint }> | undefined> {
-    const admin = this.d.kafka.admin();
-    await admin.connect();
-    try {
-      // Asking for the offsets of a missing topic retries for the whole retry budget; the topic
-      // list answers at once, and the admin client never auto-creates (which would make a
-      // non-compacted state topic on a broker that auto-creates).
-      const topics = await admin.listTopics();
-      if (!topics.includes(this.d.topic)) return undefined;
-      const offsets = await admin.fetchTopicOffsets(this.d.topic);
-      return new Map(offsets.map((o) => [o.partition, { low: BigInt(o.low), high: BigInt(o.high) }]));
-    } finally {
-      await admin.disconnect();
-    }
+    const offsets = await topicOffsets(this.d.kafka, this.d.topic);
+    return offsets && new Map(offsets.map((o) => [o.partition, { low: o.low, high: o.high }]));
   }
 
   /**

@@ -3,6 +3,7 @@ import { Partitioners, type Consumer, type EachBatchPayload, type IHeaders, type
 import type { GatewayConfig } from '../config/config.js';
 import { createKafka } from '../kafka/client.js';
 import { DLQ_HEADERS } from '../kafka/dead-letter.js';
+import { topicOffsets } from '../kafka/read-to-end.js';
 import type { Logger } from '../observability/logger.js';
 import { systemClock } from '../clock.js';
 import { BrazeClient } from '../amplitude-to-braze/braze-client.js';
@@ -82,18 +83,11 @@ export async function replayDeadLetters(config: GatewayConfig, opts: ReplayOptio
   if (limit <= 0) return report;
 
   const kafka = createKafka(config.kafka, logger, '-replay');
-  const admin = kafka.admin();
-  await admin.connect();
-  let snapshot: Array<{ partition: number; low: bigint; high: bigint }>;
-  try {
-    // Checked first because fetchTopicOffsets would retry an unknown topic for a long while.
-    if (!(await admin.listTopics()).includes(topic)) {
-      logger.warn({ topic }, 'dead-letter topic does not exist: nothing to replay');
-      return report;
-    }
-    snapshot = (await admin.fetchTopicOffsets(topic)).map((p) => ({ partition: p.partition, low: BigInt(p.low), high: BigInt(p.high) }));
-  } finally {
-    await admin.disconnect();
+  // undefined: the topic does not exist (asked without the long retries of an unknown topic)
+  const snapshot = await topicOffsets(kafka, topic);
+  if (snapshot === undefined) {
+    logger.warn({ topic }, 'dead-letter topic does not exist: nothing to replay');
+    return report;
   }
 
   /** next offset to look at, per partition still being read */
