@@ -163,6 +163,9 @@ async function runGateway(
     KAFKA_FETCH_MAX_WAIT_MS: '50',
     TOPIC_AMPLITUDE_EVENTS: TOPIC,
     TOPIC_DEAD_LETTER: 'bench.dead-letter',
+    // a fresh attribute state per run: a later run restoring an earlier one's would find every
+    // attribute of these same events already sent, and send far fewer objects than a first run
+    TOPIC_ATTRIBUTE_STATE: `bench.attribute-state.${run}-${Date.now()}`,
     BRAZE_REST_ENDPOINT: standIn.url,
     BRAZE_API_KEY: API_KEY,
     BRAZE_CONCURRENCY: String(CONCURRENCY),
@@ -284,4 +287,5 @@ export async function runOutboundBench(): Promise<BenchResult[]> {
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const results = await runOutboundBench();
   for (const r of results) printResult(r);
+  process.exit(0);
 }

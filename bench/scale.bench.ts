@@ -117,6 +117,8 @@ function outboundGateway(bootstrap: string, topic: string, standInUrl: string, s
     KAFKA_FETCH_MAX_WAIT_MS: '50',
     TOPIC_AMPLITUDE_EVENTS: topic,
     TOPIC_DEAD_LETTER: 'bench.scale.dead-letter',
+    // fresh per run: a later run must not restore what an earlier one sent for the same users
+    TOPIC_ATTRIBUTE_STATE: `bench.scale.attribute-state.${stamp}`,
     BRAZE_REST_ENDPOINT: standInUrl,
     BRAZE_API_KEY: BRAZE_KEY,
     BRAZE_CONCURRENCY: '8',
@@ -218,7 +220,12 @@ async function scaleLeg(cluster: MockCluster, leg: LegName, broker: number | und
             label: `scale bench ${name}`,
             lostMetrics: ['gateway_events_skipped_total', 'gateway_events_dead_lettered_total', 'gateway_limiter_parked_total'],
           });
-          const r: RunResult = { ...d, extra: d.lost > 0 ? `${fmt(d.lost)} skipped, dead-lettered or parked` : '' };
+          let limiter = '';
+          if (leg === 'amplitude') {
+            const v = async (decision: string): Promise<string> => fmt(await gw.metrics.value('gateway_limiter_decisions_total', { decision }));
+            limiter = `limiter decisions allow ${await v('allow')} / wait ${await v('wait')} / quota ${await v('quota')}, parked ${fmt(await gw.metrics.value('gateway_limiter_parked_total'))}`;
+          }
+          const r: RunResult = { ...d, extra: [d.lost > 0 ? `${fmt(d.lost)} skipped, dead-lettered or parked` : '', limiter].filter((x) => x !== '').join('; ') };
           return r;
         });
         const st = await stand.stats();

@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Message } from 'kafkajs';
 import type { CurrentsSettings } from '../config/config.js';
-import type { BatchingProducer } from '../kafka/batching-producer.js';
+import type { MessageWriter } from '../kafka/batching-producer.js';
 import type { DeadLetterWriter } from '../kafka/dead-letter.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -17,7 +17,8 @@ export const RECEIVED_AT_HEADER = 'received-at';
 export interface CurrentsRouteDeps {
   settings: CurrentsSettings;
   topic: string;
-  producer: BatchingProducer;
+  /** acknowledged writes: a producer in a worker thread (ingest.ts), or a BatchingProducer */
+  producer: MessageWriter;
   deadLetters: DeadLetterWriter;
   minIdLength: number;
   metrics: Metrics;

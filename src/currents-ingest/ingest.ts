@@ -1,6 +1,5 @@
-import type { Producer } from 'kafkajs';
 import type { BuiltLeg, LegContext } from '../leg.js';
-import { BatchingProducer } from '../kafka/batching-producer.js';
+import { WorkerProducer } from '../kafka/producer-worker.js';
 import { currentsRoute } from './currents-route.js';
 import { publicRoutes } from '../server.js';
 
@@ -12,23 +11,31 @@ export async function buildCurrentsIngest(ctx: LegContext): Promise<BuiltLeg | u
     return undefined;
   }
   // A producer of its own with short retries: a Currents request must get its 503 in seconds when
-  // Kafka is away, not wait out the long retries the dead-letter writes use.
-  const producer: Producer = ctx.kafka.producer({ allowAutoTopicCreation: true, retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1_000 } });
-  await producer.connect();
-  const batcher = new BatchingProducer(producer, logger, {
-    name: 'currents',
-    lingerMs: 2,
-    maxBatch: 2_000,
-    maxInFlight: 4,
-    maxAttempts: 2,
-    retryBaseMs: 100,
-    ackTimeoutMs: config.currents.ackTimeoutMs,
+  // Kafka is away, not wait out the long retries the dead-letter writes use. It runs in a worker
+  // thread, so KafkaJS's produce encoding does not compete with the requests for the main thread;
+  // the route hands it each request's encoded events and answers once Kafka acknowledged them.
+  const batcher = new WorkerProducer({
+    kafka: config.kafka,
+    logLevel: config.logLevel,
+    clientSuffix: '-currents',
+    retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1_000 },
+    batching: {
+      name: 'currents',
+      lingerMs: 2,
+      maxBatch: 2_000,
+      maxInFlight: 4,
+      maxAttempts: 2,
+      retryBaseMs: 100,
+      ackTimeoutMs: config.currents.ackTimeoutMs,
+    },
+    logger,
   });
+  await batcher.start();
   logger.info({ topic: config.topics.brazeCurrents }, 'Currents ingestion (POST /currents -> Kafka) on');
   return {
     name: 'currents',
     loops: [],
-    readiness: [],
+    readiness: [{ name: 'currents_producer', ready: () => batcher.up }],
     routes: [
       publicRoutes(currentsRoute({
         settings: config.currents,
@@ -39,14 +46,13 @@ export async function buildCurrentsIngest(ctx: LegContext): Promise<BuiltLeg | u
         metrics: ctx.metrics,
         logger: logger.child({ component: 'currents' }),
         clock: ctx.clock,
-        kafkaUp: () => ctx.kafkaUp(),
+        kafkaUp: () => ctx.kafkaUp() && batcher.up,
       })),
     ],
     watched: [],
     pending: () => 0,
     close: async () => {
-      batcher.close();
-      await producer.disconnect().catch(() => undefined);
+      await batcher.close().catch(() => undefined);
     },
   };
 }

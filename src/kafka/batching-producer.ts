@@ -8,6 +8,14 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+/** What writes messages to Kafka for a caller that waits for the acknowledgement (BatchingProducer, WorkerProducer). */
+export interface MessageWriter {
+  /** resolves once Kafka acknowledged every one of `messages` (acks from all in-sync replicas) */
+  send(topic: string, messages: Message[]): Promise<void>;
+  /** messages waiting or in flight */
+  readonly backlog: number;
+}
+
 export interface BatchingProducerOptions {
   /** how long a send waits for others to share its request */
   lingerMs: number;
@@ -28,7 +36,7 @@ export interface BatchingProducerOptions {
  * requests, each acknowledged by all in-sync replicas. A caller's promise resolves only when its
  * own messages are acknowledged, so "stored" always means stored.
  */
-export class BatchingProducer {
+export class BatchingProducer implements MessageWriter {
   private queue: Pending[] = [];
   private queuedMessages = 0;
   private inFlight = 0;

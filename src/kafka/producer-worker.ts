@@ -1,0 +1,259 @@
+/**
+ * A Kafka producer in a worker thread, for the request path: `POST /currents` validates and
+ * encodes events on the main thread and hands each request's batch of encoded values to the
+ * worker, where KafkaJS's produce encoding (about 45% of the route's CPU when it ran on the main
+ * thread) and the socket writes happen. A request's promise resolves only when Kafka acknowledged
+ * its messages (acks from all in-sync replicas): nothing is answered 2xx before that.
+ *
+ * A worker that dies is noticed at once: every batch it held is rejected (the route answers 503 and
+ * Braze retries), `up` turns false (so new requests get 503 too, and /readyz says so), and a new
+ * worker is started after a short delay.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { Message } from 'kafkajs';
+import type { KafkaSettings } from '../config/config.js';
+import type { Logger } from '../observability/logger.js';
+import type { BatchingProducerOptions, MessageWriter } from './batching-producer.js';
+
+export interface ProducerWorkerData {
+  kafka: KafkaSettings;
+  logLevel: string;
+  clientSuffix: string;
+  batching: BatchingProducerOptions;
+  retry: { retries: number; initialRetryTime: number; maxRetryTime: number };
+}
+
+export type ToWorker =
+  | {
+      kind: 'send';
+      id: number;
+      topic: string;
+      keys: Array<string | null>;
+      values: Array<string | null>;
+      /** one entry: the same timestamp for every message */
+      timestamps: string[];
+      headers?: Array<Record<string, string> | undefined>;
+    }
+  | { kind: 'close' };
+
+export type FromWorker =
+  | { kind: 'ready' }
+  | { kind: 'fatal'; error: string }
+  | { kind: 'connected'; up: boolean }
+  | { kind: 'ack'; id: number }
+  | { kind: 'nack'; id: number; error: string };
+
+interface Pending {
+  resolve: () => void;
+  reject: (err: Error) => void;
+  count: number;
+}
+
+export interface WorkerProducerOptions extends ProducerWorkerData {
+  logger: Logger;
+  /** wait before starting a new worker after one died */
+  restartDelayMs?: number;
+}
+
+export class WorkerProducer implements MessageWriter {
+  private worker: Worker | undefined;
+  private connected = false;
+  private closing = false;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private queued = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private restarts = 0;
+
+  constructor(private readonly o: WorkerProducerOptions) {}
+
+  /** Starts the worker and waits until its producer has connected (rejects if it cannot). */
+  async start(): Promise<void> {
+    await this.spawn();
+  }
+
+  /** the worker is running and its producer connected */
+  get up(): boolean {
+    return this.worker !== undefined && this.connected && !this.closing;
+  }
+
+  /** messages handed to the worker and not yet acknowledged */
+  get backlog(): number {
+    return this.queued;
+  }
+
+  /** how many times a worker was replaced after dying */
+  get restartCount(): number {
+    return this.restarts;
+  }
+
+  send(topic: string, messages: Message[]): Promise<void> {
+    if (messages.length === 0) return Promise.resolve();
+    const worker = this.worker;
+    if (!worker || this.closing) return Promise.reject(new Error('the Kafka producer worker is not running'));
+    const id = this.nextId++;
+    const keys: Array<string | null> = new Array<string | null>(messages.length);
+    const values: Array<string | null> = new Array<string | null>(messages.length);
+    const first = messages[0] as Message;
+    let timestamps: string[] = [first.timestamp ?? ''];
+    let headers: Array<Record<string, string> | undefined> | undefined;
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i] as Message;
+      keys[i] = m.key === undefined || m.key === null ? null : m.key.toString();
+      values[i] = m.value === null ? null : m.value.toString();
+      if (m.timestamp !== first.timestamp && timestamps.length === 1) timestamps = messages.map((x) => x.timestamp ?? '');
+      if (m.headers) {
+        headers ??= new Array<Record<string, string> | undefined>(messages.length);
+        const h: Record<string, string> = {};
+        for (const [k, v] of Object.entries(m.headers)) if (v !== undefined) h[k] = Array.isArray(v) ? String(v[0]) : v.toString();
+        headers[i] = h;
+      }
+    }
+    const msg: ToWorker = { kind: 'send', id, topic, keys, values, timestamps, ...(headers ? { headers } : {}) };
+    return new Promise<void>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, count: messages.length });
+      this.queued += messages.length;
+      worker.postMessage(msg);
+    });
+  }
+
+  private settle(id: number, err?: Error): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    this.queued -= p.count;
+    if (err) p.reject(err);
+    else p.resolve();
+  }
+
+  private spawn(): Promise<void> {
+    const data: ProducerWorkerData = { kafka: this.o.kafka, logLevel: this.o.logLevel, clientSuffix: this.o.clientSuffix, batching: this.o.batching, retry: this.o.retry };
+    const worker = new Worker(workerScript(), { workerData: data });
+    this.worker = worker;
+    this.connected = false;
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      worker.on('message', (m: FromWorker) => {
+        switch (m.kind) {
+          case 'ready':
+            this.connected = true;
+            started = true;
+            resolve();
+            break;
+          case 'fatal':
+            if (!started) reject(new Error(`Kafka producer worker could not connect: ${m.error}`));
+            void worker.terminate();
+            break;
+          case 'connected':
+            this.connected = m.up;
+            break;
+          case 'ack':
+            this.settle(m.id);
+            break;
+          case 'nack':
+            this.settle(m.id, new Error(m.error));
+            break;
+        }
+      });
+      worker.on('error', (err) => {
+        this.o.logger.error({ err: err.message, producer: this.o.batching.name }, 'Kafka producer worker failed');
+      });
+      worker.on('exit', (code) => {
+        if (this.worker === worker) this.worker = undefined;
+        this.connected = false;
+        // Everything it held is unacknowledged: the callers answer 503, Braze sends again.
+        const err = new Error(`the Kafka producer worker exited (code ${code}) before Kafka acknowledged`);
+        for (const id of [...this.pending.keys()]) this.settle(id, err);
+        if (!started) {
+          reject(err);
+          return;
+        }
+        if (this.closing) return;
+        this.o.logger.error({ code, producer: this.o.batching.name }, 'Kafka producer worker died; its unacknowledged batches were refused (503); starting a new one');
+        this.scheduleRestart();
+      });
+    });
+  }
+
+  private scheduleRestart(): void {
+    if (this.restartTimer || this.closing) return;
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.closing) return;
+      this.restarts++;
+      this.spawn().then(
+        () => this.o.logger.warn({ producer: this.o.batching.name, restarts: this.restarts }, 'Kafka producer worker restarted'),
+        (err: unknown) => {
+          this.o.logger.error({ err: (err as Error).message, producer: this.o.batching.name }, 'Kafka producer worker restart failed; trying again');
+          this.scheduleRestart();
+        },
+      );
+    }, this.o.restartDelayMs ?? 1_000);
+  }
+
+  /** Kills the worker as a crash would (tests of the recovery path). */
+  async crashForTest(): Promise<void> {
+    await this.worker?.terminate();
+  }
+
+  /** Lets the worker finish what it holds (up to `timeoutMs`), disconnects its producer, and ends it. */
+  async close(timeoutMs = 10_000): Promise<void> {
+    this.closing = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    const worker = this.worker;
+    if (!worker) return;
+    const exited = new Promise<void>((r) => worker.once('exit', () => r()));
+    const deadline = Date.now() + timeoutMs;
+    while (this.pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    worker.postMessage({ kind: 'close' } satisfies ToWorker);
+    const timer = setTimeout(() => void worker.terminate(), Math.max(1_000, deadline - Date.now()));
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The worker's script: the compiled sibling `producer-worker-thread.js` (dist, production). Run from
+ * TypeScript sources (vitest), that file is not there: the `.ts` is bundled once with esbuild (a
+ * development dependency, through vitest) into `node_modules/.cache/gateway-workers/`, whence
+ * `kafkajs` and `pino` resolve as usual.
+ */
+function workerScript(): URL {
+  const here = fileURLToPath(import.meta.url);
+  const js = join(dirname(here), 'producer-worker-thread.js');
+  if (existsSync(js)) return pathToFileURL(js);
+  const ts = join(dirname(here), 'producer-worker-thread.ts');
+  if (!existsSync(ts)) throw new Error(`producer worker script not found next to ${here}`);
+  return bundledFromSource(ts);
+}
+
+let bundled: URL | undefined;
+
+function bundledFromSource(entry: string): URL {
+  if (bundled) return bundled;
+  let dir = dirname(entry);
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  const outDir = join(dir, 'node_modules', '.cache', 'gateway-workers');
+  mkdirSync(outDir, { recursive: true });
+  const outfile = join(outDir, `producer-worker-thread-${process.pid}.mjs`);
+  // esbuild is CommonJS; a synchronous require keeps workerScript() synchronous.
+  const esbuild = requireEsbuild(dir);
+  esbuild.buildSync({ entryPoints: [entry], bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', outfile, logLevel: 'silent' });
+  // one file per process: test forks bundling at the same time do not race
+  bundled = pathToFileURL(outfile);
+  return bundled;
+}
+
+interface Esbuild {
+  buildSync(o: Record<string, unknown>): unknown;
+}
+
+function requireEsbuild(root: string): Esbuild {
+  const path = join(root, 'node_modules', 'esbuild', 'lib', 'main.js');
+  if (!existsSync(path)) throw new Error('running from TypeScript sources needs esbuild (installed with vitest) to start the producer worker; run the compiled build instead');
+  return createRequire(import.meta.url)(path) as Esbuild;
+}
