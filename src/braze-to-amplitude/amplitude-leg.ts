@@ -186,7 +186,11 @@ export class AmplitudeLeg implements MessageSink {
       await Promise.all(items.map((it) => this.core.deadLetter(it.msg, 'daily_quota', `Amplitude: over the daily quota until ${new Date(untilMs).toISOString()}`)));
       return;
     }
-    for (const it of items) pacer?.noteParked(pacedIds(it), untilMs, 'daily_quota');
+    const retry = this.deps.retry;
+    for (const it of items) {
+      const returning = retry !== undefined && (it.msg.topic === retry.topic || it.msg.topic === retry.quotaTopic);
+      pacer?.noteParked(pacedIds(it), untilMs, 'daily_quota', returning);
+    }
     await Promise.all(items.map((it) => this.park(it, untilMs, 'daily_quota', 'long')));
   }
 

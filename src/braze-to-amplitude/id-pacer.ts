@@ -187,8 +187,9 @@ export class IdPacer {
    * An event the leg parked itself (an Amplitude answer, not a pacer verdict): the key's newer
    * events must queue behind it, so it is counted like a park the pacer decided.
    */
-  noteParked(ids: PacedIds, untilMs: number, reason: 'rate_limit' | 'daily_quota'): void {
-    this.mark(ids, untilMs, reason === 'daily_quota' ? 'long' : 'short', false);
+  noteParked(ids: PacedIds, untilMs: number, reason: 'rate_limit' | 'daily_quota', returning = false): void {
+    // A returning event refused again: its key's later returning events must go behind it too.
+    this.mark(ids, untilMs, reason === 'daily_quota' ? 'long' : 'short', returning);
   }
 
   /** An event parked by decide() could not be written: forget it was parked. */
