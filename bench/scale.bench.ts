@@ -20,7 +20,7 @@
  * 2. Latency (`outbound_added_latency_p50` / `_p99`, ms): a producer in a child process writes
  *    10,000 events/s (BENCH_LATENCY_RATE) for BENCH_LATENCY_SECONDS (default 8) to a 32-partition
  *    topic, each event carrying its send time (record timestamp and an event property); a Braze
- *    stand-in in the same child records when each event arrives. Added latency = arrival - send -
+ *    stand-in in another child records when each event arrives. Added latency = arrival - send -
  *    the configured linger (BRAZE_LINGER_MS, 5 here), over the events sent after the first second.
  *    Baseline: a bare KafkaJS consumer of the same paced stream, time from send to the value parsed
  *    (`kafkajs_bare_consume_latency_p50` / `_p99`): what any consumer pays for the Kafka hop (the
@@ -267,8 +267,8 @@ function percentiles(xs: number[]): LatencyStats {
 /** The child: a Braze stand-in that records each event's arrival minus its send time, and a paced producer. */
 async function latencyChild(): Promise<void> {
   const out = (o: unknown): void => void process.stdout.write(`${JSON.stringify(o)}\n`);
+  /** (send time, latency) pairs of the events received */
   let latencies: number[] = [];
-  let measureFrom = Number.POSITIVE_INFINITY;
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -278,7 +278,7 @@ async function latencyChild(): Promise<void> {
         const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { events?: Array<{ properties?: { bench_sent_ms?: number } }> };
         for (const e of body.events ?? []) {
           const sent = e.properties?.bench_sent_ms;
-          if (typeof sent === 'number' && sent >= measureFrom) latencies.push(now - sent);
+          if (typeof sent === 'number') latencies.push(sent, now - sent);
         }
       } catch {
         // not ours to judge
@@ -294,12 +294,15 @@ async function latencyChild(): Promise<void> {
   rl.on('line', (line) => {
     work = work.then(async () => {
       try {
-        const cmd = JSON.parse(line) as { cmd: string; bootstrap?: string; topic?: string; rate?: number; seconds?: number };
+        const cmd = JSON.parse(line) as { cmd: string; bootstrap?: string; topic?: string; rate?: number; seconds?: number; from?: number };
         if (cmd.cmd === 'stats') {
-          out(percentiles(latencies));
+          const from = cmd.from ?? 0;
+          const xs: number[] = [];
+          for (let i = 0; i < latencies.length; i += 2) if ((latencies[i] as number) >= from) xs.push(latencies[i + 1] as number);
+          out(percentiles(xs));
           latencies = [];
         } else if (cmd.cmd === 'produce') {
-          out(await pacedProduce(cmd.bootstrap ?? '', cmd.topic ?? '', cmd.rate ?? 10_000, cmd.seconds ?? 8, (from) => (measureFrom = from)));
+          out(await pacedProduce(cmd.bootstrap ?? '', cmd.topic ?? '', cmd.rate ?? 10_000, cmd.seconds ?? 8));
         }
       } catch (err) {
         out({ error: (err as Error).stack ?? String(err) });
@@ -312,13 +315,12 @@ async function latencyChild(): Promise<void> {
 }
 
 /** `rate` events/s for `seconds`, in a send every 10 ms; events sent after the first second are measured. */
-async function pacedProduce(bootstrap: string, topic: string, rate: number, seconds: number, measureFrom: (ms: number) => void): Promise<{ produced: number; lateTicks: number }> {
+async function pacedProduce(bootstrap: string, topic: string, rate: number, seconds: number): Promise<{ produced: number; lateTicks: number; measureFrom: number }> {
   const kafka = new Kafka({ clientId: 'bench-paced', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
   const producer = kafka.producer({ allowAutoTopicCreation: false });
   await producer.connect();
   const perTick = Math.max(1, Math.round(rate / 100));
   const started = Date.now();
-  measureFrom(started + 1_000);
   let produced = 0;
   let lateTicks = 0;
   const sends: Array<Promise<unknown>> = [];
@@ -343,17 +345,21 @@ async function pacedProduce(bootstrap: string, topic: string, rate: number, seco
   } finally {
     await producer.disconnect();
   }
-  return { produced, lateTicks };
+  return { produced, lateTicks, measureFrom: started + 1_000 };
 }
 
 async function latency(cluster: MockCluster): Promise<BenchResult[]> {
-  const child = await spawnLineChild(['--expose-gc', fileURLToPath(import.meta.url), CHILD_FLAG], 'latency child');
+  // Two children: the paced producer, and the stand-in that timestamps arrivals (its event loop
+  // must not be busy producing when a request comes in).
+  const child = await spawnLineChild(['--expose-gc', fileURLToPath(import.meta.url), CHILD_FLAG], 'latency producer child');
+  const sinkChild = await spawnLineChild(['--expose-gc', fileURLToPath(import.meta.url), CHILD_FLAG], 'latency stand-in child');
   try {
-    const first = await child.next('startup', 15_000);
+    await child.next('startup', 15_000);
+    const first = await sinkChild.next('startup', 15_000);
     const url = String(first.url);
-    const ask = async (o: object, what: string, timeoutMs: number): Promise<Record<string, unknown>> => {
-      child.send(JSON.stringify(o));
-      return child.next(what, timeoutMs);
+    const ask = async (o: object, what: string, timeoutMs: number, c = child): Promise<Record<string, unknown>> => {
+      c.send(JSON.stringify(o));
+      return c.next(what, timeoutMs);
     };
 
     // Baseline: a bare consumer of the paced stream.
@@ -402,7 +408,7 @@ async function latency(cluster: MockCluster): Promise<BenchResult[]> {
         if (delivered >= produced) break;
         await sleep(100);
       }
-      const s = (await ask({ cmd: 'stats' }, 'stats', 15_000)) as unknown as LatencyStats;
+      const s = (await ask({ cmd: 'stats', from: Number(pg.measureFrom) }, 'stats', 15_000, sinkChild)) as unknown as LatencyStats;
       const added = { p50: s.p50 - LINGER_MS, p99: s.p99 - LINGER_MS };
       note(
         `  latency gateway (outbound, linger ${LINGER_MS} ms): ${fmt(s.count)} events measured of ${fmt(produced)} produced (${fmt(delivered)} delivered), ` +
@@ -419,6 +425,7 @@ async function latency(cluster: MockCluster): Promise<BenchResult[]> {
     }
   } finally {
     await child.close();
+    await sinkChild.close();
   }
 }
 
