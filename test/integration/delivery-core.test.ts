@@ -234,4 +234,25 @@ describe('outbound (Braze) answers as an operator meets them', () => {
     await braze.waitForEvents(400, 30_000);
     expect(new Set(seqs(braze)).size).toBe(400);
   }, 120_000);
+
+  it('a member whose leg is stopped (refused key) still heartbeats and rejoins promptly when a second instance joins', async () => {
+    // librdkafka's mock broker completes a rebalance within about one session timeout (6 s here) of
+    // its start, for a healthy member too: what this test rules out is the stopped member being
+    // evicted (a session timeout without heartbeats, then a second rebalance) or sitting out.
+    const { topics, braze, start, log } = await outbound();
+    braze.setApiKey('rotated');
+    await produceEvents(topics.events, 0, 400, 40);
+    const gw1 = await start();
+    await waitFor(() => gw1.health.snapshots().find((s) => s.name === 'braze')!.state, (s) => s === 'failing', 15_000, 'failing');
+    const t0 = Date.now();
+    const gw2 = await start();
+    await waitFor(() => gw2.consumerLoops[0]!.assigned.length > 0 && gw1.consumerLoops[0]!.assigned.length > 0, (r) => r, 20_000, 'partitions shared');
+    const rejoinMs = Date.now() - t0;
+    console.log(`stopped member: partitions shared ${rejoinMs} ms after the second instance started`);
+    expect(rejoinMs).toBeLessThan(15_000);
+    // one rebalance, both members in it: the stopped member was never evicted from the group
+    expect(log.lines().filter((l) => l.msg === 'joined consumer group' && JSON.stringify(l.assignment).includes('[0,1,2,3]'))).toHaveLength(1);
+    braze.setApiKey(KEY);
+    await waitFor(() => new Set(seqs(braze)).size, (c) => c === 400, 60_000, 'every event once the key works');
+  }, 120_000);
 });
