@@ -155,31 +155,22 @@ export class BrazeDestination implements Destination<BrazeItem> {
   }
 }
 
-/** The request body (attributes, events, purchases, in that order), and for each object position the index of its item. */
-export function buildBody(items: BrazeItem[]): { body: string; owners: number[] } {
+/**
+ * The request body, its arrays in the order attributes, events, purchases: the order in which
+ * BrazeClient counts object positions and `rejectsByItem` maps them back to items.
+ */
+export function buildBody(items: BrazeItem[]): { body: string } {
   const attributes: string[] = [];
   const events: string[] = [];
   const purchases: string[] = [];
-  const attrOwners: number[] = [];
-  const eventOwners: number[] = [];
-  const purchaseOwners: number[] = [];
-  items.forEach((it, i) => {
-    if (it.attributesJson) {
-      attributes.push(it.attributesJson);
-      attrOwners.push(i);
-    }
-    if (it.eventJson) {
-      events.push(it.eventJson);
-      eventOwners.push(i);
-    }
-    for (const p of it.purchaseJsons) {
-      purchases.push(p);
-      purchaseOwners.push(i);
-    }
-  });
+  for (const it of items) {
+    if (it.attributesJson) attributes.push(it.attributesJson);
+    if (it.eventJson) events.push(it.eventJson);
+    for (const p of it.purchaseJsons) purchases.push(p);
+  }
   const parts: string[] = [];
   if (attributes.length) parts.push(`"attributes":[${attributes.join(',')}]`);
   if (events.length) parts.push(`"events":[${events.join(',')}]`);
   if (purchases.length) parts.push(`"purchases":[${purchases.join(',')}]`);
-  return { body: `{${parts.join(',')}}`, owners: [...attrOwners, ...eventOwners, ...purchaseOwners] };
+  return { body: `{${parts.join(',')}}` };
 }

@@ -1,7 +1,7 @@
 import type { Consumer, EachBatchPayload, Kafka, PartitionAssigner } from 'kafkajs';
 import type { Clock } from '../clock.js';
 import { describeError } from '../errors.js';
-import type { ConsumedMessage, MessageSink } from '../kafka/consumer-loop.js';
+import { awaitSinkCapacity, type ConsumedMessage, type MessageSink } from '../kafka/consumer-loop.js';
 import { OffsetTracker } from '../kafka/offset-tracker.js';
 import type { Logger } from '../observability/logger.js';
 import type { ParkTier } from './id-pacer.js';
@@ -184,13 +184,8 @@ export class ParkedTierConsumer {
     await this.awaitCapacity(heartbeat, isRunning);
   }
 
-  private async awaitCapacity(heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<void> {
-    await new Promise<void>((r) => setImmediate(r));
-    await heartbeat();
-    while (!this.o.sink.hasCapacity() && isRunning() && !this.stopping) {
-      await new Promise((r) => setTimeout(r, 5));
-      await heartbeat();
-    }
+  private awaitCapacity(heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<void> {
+    return awaitSinkCapacity(this.o.sink, heartbeat, () => isRunning() && !this.stopping);
   }
 
   private schedule(p: number, h: PartitionHold, at: number): void {

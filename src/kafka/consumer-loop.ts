@@ -83,6 +83,23 @@ export interface ConsumerLoopOptions {
 }
 
 const RESTART_DELAY_MS = 1_000;
+
+/**
+ * Between chunks of a fetched batch: lets network I/O (the destination's answers) run, so consuming
+ * and delivering overlap instead of taking turns, then waits while the sink is full, heartbeating
+ * so the group does not evict this member (a destination down for hours must pause consumption,
+ * not trigger rebalances). A heartbeat that fails (a rebalance in progress) is thrown to kafkajs,
+ * which rejoins at once; swallowing it would keep a paused member out of the group until its
+ * session times out.
+ */
+export async function awaitSinkCapacity(sink: Pick<MessageSink, 'hasCapacity'>, heartbeat: () => Promise<void>, running: () => boolean): Promise<void> {
+  await new Promise<void>((r) => setImmediate(r));
+  await heartbeat();
+  while (!sink.hasCapacity() && running()) {
+    await new Promise((r) => setTimeout(r, 5));
+    await heartbeat();
+  }
+}
 /** shared by messages without headers (never written to) */
 const NO_HEADERS: IHeaders = Object.freeze({}) as IHeaders;
 
@@ -229,21 +246,8 @@ export class ConsumerLoop {
     await this.awaitCapacity(heartbeat, isRunning);
   }
 
-  /**
-   * Waits while the sink is full, heartbeating so the group does not evict this member: a
-   * destination that is down for hours must pause the partition, not trigger rebalances.
-   */
-  private async awaitCapacity(heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<void> {
-    // Let network I/O (the destination's answers) run between chunks, so consuming and
-    // delivering overlap instead of taking turns.
-    await new Promise<void>((r) => setImmediate(r));
-    await heartbeat();
-    // A heartbeat that fails (a rebalance in progress) is thrown to kafkajs, which rejoins at once;
-    // swallowing it would keep a paused member out of the group until the session times out.
-    while (!this.o.sink.hasCapacity() && isRunning() && !this.stopping) {
-      await new Promise((r) => setTimeout(r, 5));
-      await heartbeat();
-    }
+  private awaitCapacity(heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<void> {
+    return awaitSinkCapacity(this.o.sink, heartbeat, () => isRunning() && !this.stopping);
   }
 
   private commitQueued = false;
