@@ -77,8 +77,13 @@ describe('cohort sync in the gateway', () => {
 
     const connectors = (await get(gateway.adminAddress, '/connectors')).body.connectors as Array<Record<string, unknown>>;
     expect(connectors.map((c) => c.name)).toContain('cohort:k3x9qpa');
-    const metrics = await (await request(`${gateway.adminAddress}/metrics`)).body.text();
-    expect(metrics).toMatch(/gateway_cohort_members\{connector="cohort:k3x9qpa"\} 121/);
+    // The gauge follows the snapshot's commit, which comes just after Braze has the change.
+    const metrics = await waitFor(
+      async () => (await request(`${gateway.adminAddress}/metrics`)).body.text(),
+      (m) => /gateway_cohort_members\{connector="cohort:k3x9qpa"\} 121/.test(m),
+      5_000,
+      'the members gauge after the push',
+    );
     expect(metrics).toMatch(/gateway_cohort_downloads_left 499/);
     await waitFor(() => hooks.length, (n) => n >= 1, 5_000, 'the run notification');
     expect(hooks[0]).toMatchObject({ event: 'run_succeeded', subject: 'cohort:k3x9qpa' });
