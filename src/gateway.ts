@@ -19,6 +19,8 @@ import { buildCurrentsIngest } from './currents-ingest/ingest.js';
 import { buildInbound } from './braze-to-amplitude/inbound.js';
 import { buildCohortLeg } from './cohorts/cohort-leg.js';
 import { buildNotifications } from './health/notify-leg.js';
+import { ConsumerWorkers } from './workers/consumer-workers.js';
+import { primaryConfig } from './workers/worker-config.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -46,15 +48,24 @@ export class Gateway {
   private server: HttpServers | undefined;
   private producerConnected = false;
   private stopped = false;
+  private workers: ConsumerWorkers | undefined;
+  /** what this process runs with (with GATEWAY_WORKERS > 1, its share of Braze's request budget) */
+  private readonly own: GatewayConfig;
 
   constructor(private readonly o: GatewayOptions) {
     this.logger = o.logger ?? createLogger(o.config.logLevel);
     this.clock = o.clock ?? systemClock;
     this.health = new HealthRegistry(this.clock, o.config.health);
+    this.own = primaryConfig(o.config);
   }
 
   get config(): GatewayConfig {
-    return this.o.config;
+    return this.own;
+  }
+
+  /** the child processes' ids, with GATEWAY_WORKERS > 1 (tests kill one) */
+  get workerPids(): Array<number | undefined> {
+    return this.workers?.pids ?? [];
   }
 
   /** the public port's URL (POST /currents), e.g. http://127.0.0.1:8080 or https://… with HTTPS_CERT_FILE */
@@ -149,7 +160,16 @@ export class Gateway {
     const built = [await buildOutbound(ctx, this.brazeClient), await buildCurrentsIngest(ctx), await buildInbound(ctx), await buildCohortLeg(ctx, this.brazeClient, notifications?.notifier), notifications];
     this.legs = built.filter((l): l is BuiltLeg => l !== undefined);
 
-    const readiness: ReadinessCheck[] = [{ name: 'kafka_producer', ready: () => this.producerConnected }, ...this.legs.flatMap((l) => l.readiness)];
+    if (config.workers > 1) {
+      this.workers = new ConsumerWorkers({ config: this.o.config, logger, metrics: this.metrics });
+      const workers = this.workers;
+      this.metrics.includeWorkers(() => workers.scrape());
+    }
+    const readiness: ReadinessCheck[] = [
+      { name: 'kafka_producer', ready: () => this.producerConnected },
+      ...this.legs.flatMap((l) => l.readiness),
+      ...(this.workers ? [{ name: 'workers', ready: () => this.workers?.ready ?? false }] : []),
+    ];
     const healthMetrics = registerHealthMetrics(this.metrics, this.health);
     const watched = this.legs.flatMap((l) => l.watched);
     for (const w of watched) healthMetrics.initConnector(w.health.name);
@@ -171,6 +191,10 @@ export class Gateway {
     this.monitor.start();
     this.healthStore.start(producer);
     await Promise.all(this.loops.map((l) => l.start()));
+    if (this.workers) {
+      await this.workers.start();
+      logger.info({ workers: config.workers }, 'consuming in this process and its worker processes');
+    }
   }
 
   /** Gauges computed at scrape time, so they are never stale. */
@@ -188,7 +212,7 @@ export class Gateway {
   }
 
   get ready(): boolean {
-    return this.producerConnected && this.loops.every((l) => l.ready);
+    return this.producerConnected && this.loops.every((l) => l.ready) && (this.workers?.ready ?? true);
   }
 
   /** Drain in-flight work, commit it, and leave: what SIGTERM does. */
@@ -211,9 +235,11 @@ export class Gateway {
     this.stopped = true;
     const graceful = drainTimeoutMs > 0;
     if (graceful) this.logger.info('stopping: draining in-flight events');
+    this.workers?.stopRestarting();
     // Stop taking Currents requests first, so nothing new arrives while the legs drain.
     await this.server?.closePublic();
-    await Promise.all(this.loops.map((l) => l.stop(drainTimeoutMs).catch(() => undefined)));
+    const children = this.workers ? (graceful ? this.workers.stop(drainTimeoutMs) : this.workers.kill()) : Promise.resolve();
+    await Promise.all([children, ...this.loops.map((l) => l.stop(drainTimeoutMs).catch(() => undefined))]);
     await this.monitor?.stop();
     // stop() saves a last record; a crash leaves none, but the state reader must still go.
     await (graceful ? this.healthStore?.stop() : this.healthStore?.close())?.catch(() => undefined);

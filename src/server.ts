@@ -127,7 +127,7 @@ function operatorRoutes(d: ServerDeps): RoutePlugin {
   return (app) => {
     app.get('/metrics', async (_req, reply) => {
       reply.header('content-type', d.metrics.registry.contentType);
-      return d.metrics.registry.metrics();
+      return d.metrics.exposition();
     });
 
     app.get('/healthz', async () => ({ status: 'ok' }));

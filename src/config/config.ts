@@ -164,6 +164,8 @@ export interface GatewayConfig {
   /** undefined unless COHORT_SYNCS and the Braze credentials are set */
   cohorts?: CohortSettings;
   notify: NotifySettings;
+  /** processes that consume: this one plus workers - 1 child processes (GATEWAY_WORKERS) */
+  workers: number;
 }
 
 const AMPLITUDE_HOSTS = {
@@ -242,7 +244,14 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
     parseIdentifierList: (list, path, sources, fallback) => parseIdentifierList(r, list, path, sources, fallback) as CohortIdRule[],
   });
   const notify = readNotifySettings(r);
-  return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currents ? { currents } : {}), inbound, limits, health, http, logLevel, ...(cohorts ? { cohorts } : {}), notify };
+  const workers = r.int('GATEWAY_WORKERS', {
+    path: 'workers',
+    default: 1,
+    min: 1,
+    max: 64,
+    doc: 'processes consuming Kafka on this host: this one plus GATEWAY_WORKERS - 1 child processes, each a member of the consumer groups (one per core uses every core; see Performance). HTTP, POST /currents and the cohort sync stay in this process; /metrics adds the children\'s series with a `worker` label',
+  });
+  return { kafka, topics, ...(braze ? { braze } : {}), outbound, amplitude, ...(currents ? { currents } : {}), inbound, limits, health, http, logLevel, ...(cohorts ? { cohorts } : {}), notify, workers };
 }
 
 /** GATEWAY_INSTANCE_ID, else the host name: stable across restarts, so a restart restores its own health record. */

@@ -9,15 +9,12 @@
  * Braze retries), `up` turns false (so new requests get 503 too, and /readyz says so), and a new
  * worker is started after a short delay.
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Message } from 'kafkajs';
 import type { KafkaSettings } from '../config/config.js';
 import type { Logger } from '../observability/logger.js';
 import type { BatchingProducerOptions, MessageWriter } from './batching-producer.js';
+import { workerScript } from '../workers/worker-script.js';
 
 export interface ProducerWorkerData {
   kafka: KafkaSettings;
@@ -132,7 +129,7 @@ export class WorkerProducer implements MessageWriter {
 
   private spawn(): Promise<void> {
     const data: ProducerWorkerData = { kafka: this.o.kafka, logLevel: this.o.logLevel, clientSuffix: this.o.clientSuffix, batching: this.o.batching, retry: this.o.retry };
-    const worker = new Worker(workerScript(), { workerData: data });
+    const worker = new Worker(workerScript(import.meta.url, 'producer-worker-thread'), { workerData: data });
     this.worker = worker;
     this.connected = false;
     return new Promise<void>((resolve, reject) => {
@@ -222,38 +219,3 @@ export class WorkerProducer implements MessageWriter {
  * development dependency, through vitest) into `node_modules/.cache/gateway-workers/`, whence
  * `kafkajs` and `pino` resolve as usual.
  */
-function workerScript(): URL {
-  const here = fileURLToPath(import.meta.url);
-  const js = join(dirname(here), 'producer-worker-thread.js');
-  if (existsSync(js)) return pathToFileURL(js);
-  const ts = join(dirname(here), 'producer-worker-thread.ts');
-  if (!existsSync(ts)) throw new Error(`producer worker script not found next to ${here}`);
-  return bundledFromSource(ts);
-}
-
-let bundled: URL | undefined;
-
-function bundledFromSource(entry: string): URL {
-  if (bundled) return bundled;
-  let dir = dirname(entry);
-  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
-  const outDir = join(dir, 'node_modules', '.cache', 'gateway-workers');
-  mkdirSync(outDir, { recursive: true });
-  const outfile = join(outDir, `producer-worker-thread-${process.pid}.mjs`);
-  // esbuild is CommonJS; a synchronous require keeps workerScript() synchronous.
-  const esbuild = requireEsbuild(dir);
-  esbuild.buildSync({ entryPoints: [entry], bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', outfile, logLevel: 'silent' });
-  // one file per process: test forks bundling at the same time do not race
-  bundled = pathToFileURL(outfile);
-  return bundled;
-}
-
-interface Esbuild {
-  buildSync(o: Record<string, unknown>): unknown;
-}
-
-function requireEsbuild(root: string): Esbuild {
-  const path = join(root, 'node_modules', 'esbuild', 'lib', 'main.js');
-  if (!existsSync(path)) throw new Error('running from TypeScript sources needs esbuild (installed with vitest) to start the producer worker; run the compiled build instead');
-  return createRequire(import.meta.url)(path) as Esbuild;
-}

@@ -1,4 +1,7 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+
+/** one process's series, as `registry.getMetricsAsJSON()` gives them */
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
 export type Leg = 'outbound' | 'inbound' | 'cohorts';
 
@@ -52,6 +55,30 @@ export class Metrics {
   /** registers a function that sets gauges from live state before each scrape */
   onCollect(fn: () => void): void {
     this.collectors.push(fn);
+  }
+
+  private others: (() => Promise<Array<{ worker: string; metrics: MetricsJson }>>) | undefined;
+
+  /**
+   * With GATEWAY_WORKERS > 1, /metrics is served by the primary alone: it adds each child's
+   * series to its own, every series labelled `worker` ("0" for the primary), so nothing is summed
+   * that should not be and each process can be told apart.
+   */
+  includeWorkers(source: () => Promise<Array<{ worker: string; metrics: MetricsJson }>>): void {
+    this.others = source;
+  }
+
+  /** the text /metrics answers */
+  async exposition(): Promise<string> {
+    if (!this.others) return this.registry.metrics();
+    const [own, children] = await Promise.all([this.registry.getMetricsAsJSON(), this.others()]);
+    const all = [{ worker: '0', metrics: own }, ...children].map(({ worker, metrics }) =>
+      // every label set is unique once it has its worker (a series that names a worker itself, like
+      // the primary's per-child restarts, keeps its own), so 'sum' merges nothing: it only
+      // overrides aggregators such as 'omit' that prom-client sets on some default metrics
+      metrics.map((m) => ({ ...m, aggregator: 'sum', values: m.values.map((v) => ({ ...v, labels: { ...v.labels, worker: v.labels.worker ?? worker } })) })),
+    );
+    return AggregatorRegistry.aggregate(all).metrics();
   }
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
