@@ -72,6 +72,7 @@ import {
   brokerPid,
   inChildOrHere,
   measureDelivery,
+  measureDeliveryAtStandIn,
   MOCK_PARTITION_BYTES,
   produceTopic,
   RUN_TIMEOUT_MS,
@@ -93,6 +94,8 @@ const PARTITIONS = envInt('BENCH_INBOUND_PARTITIONS', 40);
 const AMP_CONCURRENCY = envInt('BENCH_AMPLITUDE_CONCURRENCY', 8);
 const AMP_LINGER_MS = envInt('BENCH_AMPLITUDE_LINGER_MS', 5);
 const RUNS = envInt('BENCH_INBOUND_RUNS', 2);
+/** GATEWAY_WORKERS of the `amplitude_delivery_workers` runs */
+const WORKERS = envInt('BENCH_INBOUND_WORKERS', 2);
 const ONLY = process.env.BENCH_INBOUND_ONLY;
 /** what Braze's Custom HTTP connector sends per request by default */
 const EVENTS_PER_BATCH = 100;
@@ -541,9 +544,10 @@ function fillTopic(bootstrap: string, n: number): Promise<{ valueBytes: number; 
   });
 }
 
-async function runDelivery(bootstrap: string, n: number, run: number, standIn: StandInHandle<StandInStats>, broker: number | undefined): Promise<RunResult> {
+async function runDelivery(bootstrap: string, n: number, run: number, standIn: StandInHandle<StandInStats>, broker: number | undefined, workers = 1): Promise<RunResult> {
   const stamp = `${run}-${Date.now()}`;
   const config = loadConfig({
+    GATEWAY_WORKERS: String(workers),
     KAFKA_BROKERS: bootstrap,
     KAFKA_GROUP_ID: `bench-delivery-${stamp}`,
     KAFKA_FETCH_MAX_WAIT_MS: '50',
@@ -561,7 +565,9 @@ async function runDelivery(bootstrap: string, n: number, run: number, standIn: S
     LOG_LEVEL: 'silent',
   });
   const gateway = new Gateway({ config, listen: false, logger: silentLogger() });
-  const r = await measureDelivery(gateway, n, broker, {
+  const r = workers > 1
+    ? await measureDeliveryAtStandIn(gateway, n, broker, { label: 'inbound bench (workers)', arrived: async () => (await standIn.stats()).acceptedEvents })
+    : await measureDelivery(gateway, n, broker, {
     label: 'inbound bench',
     lostMetrics: ['gateway_events_skipped_total', 'gateway_events_dead_lettered_total', 'gateway_limiter_parked_total'],
   });
@@ -629,8 +635,27 @@ async function delivery(cluster: MockCluster, broker: number | undefined): Promi
         },
       },
     );
-    note(`  best: gateway ${fmt(bestGw.rate)} events/s, bare KafkaJS ${fmt(bestBase.rate)} events/s, ratio ${roundRatio(bestGw.rate / bestBase.rate)}`);
-    return versusResults({ bench: 'kafkajs_bare_consume_currents', rate: bestBase.rate }, { bench: 'amplitude_delivery', rate: bestGw.rate });
+    // The same gateway consuming in WORKERS processes (GATEWAY_WORKERS), against the same baseline.
+    let bestWorkers: RunResult | undefined;
+    for (let run = 1; run <= RUNS; run++) {
+      await standIn.reset();
+      await new Promise((r) => setTimeout(r, 200));
+      const r = await runDelivery(cluster.bootstrap, EVENTS, 100 + run, standIn, broker, WORKERS);
+      const st = await standIn.stats();
+      note(
+        `  run ${run} amplitude_delivery_workers (GATEWAY_WORKERS=${WORKERS}): ${fmt(r.count)} events in ${r.seconds.toFixed(2)} s = ${fmt(r.rate)} events/s, timed at the stand-in; ` +
+          `primary process ${fmt(r.window.cpuMs)} ms CPU; machine ${r.window.machineBusy === undefined ? '?' : (r.window.machineBusy * 100).toFixed(0)} % busy; ${fmt(st.duplicateEvents)} duplicates`,
+      );
+      if (!bestWorkers || r.rate > bestWorkers.rate) bestWorkers = r;
+    }
+    note(
+      `  best: gateway ${fmt(bestGw.rate)} events/s (one process), ${fmt(bestWorkers?.rate ?? 0)} events/s (GATEWAY_WORKERS=${WORKERS}), bare KafkaJS ${fmt(bestBase.rate)} events/s, ` +
+        `ratios ${roundRatio(bestGw.rate / bestBase.rate)} and ${roundRatio((bestWorkers?.rate ?? 0) / bestBase.rate)}`,
+    );
+    return [
+      ...versusResults({ bench: 'kafkajs_bare_consume_currents', rate: bestBase.rate }, { bench: 'amplitude_delivery', rate: bestGw.rate }),
+      ...(bestWorkers ? versusResults({ bench: 'kafkajs_bare_consume_currents', rate: bestBase.rate }, { bench: 'amplitude_delivery_workers', rate: bestWorkers.rate }).slice(1) : []),
+    ];
   } finally {
     await standIn.close().catch(() => undefined);
   }

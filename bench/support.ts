@@ -411,6 +411,58 @@ export async function measureDelivery(
   return { rate: progress.delivered / seconds, seconds, count: progress.delivered, window, lost };
 }
 
+/**
+ * measureDelivery for a gateway that consumes in several processes (GATEWAY_WORKERS > 1): the
+ * children's counters are not in this process, so progress is read at the stand-in instead, every
+ * 20 ms: from its first event to its n-th (group joins and the rebalance when the children join are
+ * inside that span, as they are for a gateway that starts on a full topic). `arrived()` is the
+ * stand-in's count of events received. The window's CPU is this (the primary) process only.
+ */
+/** BENCH_TRACE_WORKERS=1: print the stand-in's count at every poll */
+const TRACE_WORKERS = process.env.BENCH_TRACE_WORKERS === '1';
+
+export async function measureDeliveryAtStandIn(gateway: Gateway, n: number, broker: number | undefined, o: { label: string; arrived: () => Promise<number> }): Promise<DeliveryRun> {
+  let first: number | undefined;
+  let last: number | undefined;
+  let meter: (() => Window) | undefined;
+  let window: Window | undefined;
+  let count = 0;
+  let finished: (() => void) | undefined;
+  const allDelivered = new Promise<void>((resolve) => (finished = resolve));
+  let polling = false;
+  const poll = setInterval(() => {
+    if (polling) return;
+    polling = true;
+    void o
+      .arrived()
+      .then((k) => {
+        const now = performance.now();
+        if (k > 0 && first === undefined) {
+          first = now;
+          meter = windowMeter(broker);
+        }
+        if (TRACE_WORKERS && first !== undefined) note(`    t=${((now - first) / 1000).toFixed(2)}s arrived ${k} (+${k - count}) ready ${gateway.ready}`);
+        count = k;
+        if (k >= n && last === undefined) {
+          last = now;
+          window = meter?.();
+          finished?.();
+        }
+      })
+      .finally(() => (polling = false));
+  }, 20);
+  try {
+    await gateway.start();
+    await withTimeout(allDelivered, RUN_TIMEOUT_MS, () => `${o.label}: the stand-in received ${count} of ${n}`);
+  } finally {
+    clearInterval(poll);
+    await gateway.stop(10_000);
+  }
+  if (first === undefined || last === undefined || window === undefined) throw new Error(`${o.label}: the gateway delivered nothing`);
+  const seconds = (last - first) / 1000;
+  return { rate: count / seconds, seconds, count, window, lost: 0 };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Child processes speaking JSON lines
 

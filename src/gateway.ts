@@ -100,7 +100,40 @@ export class Gateway {
     return this.loops.filter((l): l is ConsumerLoop => l instanceof ConsumerLoop);
   }
 
+  /** Builds and starts everything; consuming starts last, in every process at once. */
   async start(): Promise<void> {
+    await this.prepare();
+    await this.consume();
+  }
+
+  /**
+   * Everything but consuming: Kafka producer, restored health, the legs (with their stores
+   * loaded), HTTP. With GATEWAY_WORKERS > 1 the children are forked first and prepare alongside.
+   */
+  async prepare(): Promise<void> {
+    const { config, logger } = this;
+    if (config.workers > 1) {
+      this.workers = new ConsumerWorkers({ config: this.o.config, logger, metrics: this.metrics });
+      const workers = this.workers;
+      this.metrics.includeWorkers(() => workers.scrape());
+    }
+    const children = this.workers?.prepare();
+    // a child that fails to prepare fails the start, but only once this process is built too
+    children?.catch(() => undefined);
+    await this.prepareHere();
+    await children;
+  }
+
+  /**
+   * Starts the consumers of every process together, so the members join each group within moments
+   * of each other (one rebalance, not one per late member).
+   */
+  async consume(): Promise<void> {
+    await Promise.all([...this.loops.map((l) => l.start()), this.workers?.consume()]);
+    if (this.workers) this.logger.info({ workers: this.config.workers }, 'consuming in this process and its worker processes');
+  }
+
+  private async prepareHere(): Promise<void> {
     const { config, logger } = this;
     const kafka = createKafka(config.kafka, logger);
     this.producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: false, maxInFlightRequests: 5 });
@@ -160,11 +193,6 @@ export class Gateway {
     const built = [await buildOutbound(ctx, this.brazeClient), await buildCurrentsIngest(ctx), await buildInbound(ctx), await buildCohortLeg(ctx, this.brazeClient, notifications?.notifier), notifications];
     this.legs = built.filter((l): l is BuiltLeg => l !== undefined);
 
-    if (config.workers > 1) {
-      this.workers = new ConsumerWorkers({ config: this.o.config, logger, metrics: this.metrics });
-      const workers = this.workers;
-      this.metrics.includeWorkers(() => workers.scrape());
-    }
     const readiness: ReadinessCheck[] = [
       { name: 'kafka_producer', ready: () => this.producerConnected },
       ...this.legs.flatMap((l) => l.readiness),
@@ -190,11 +218,6 @@ export class Gateway {
     this.monitor = new HealthMonitor({ settings: config.health, connectors: watched, metrics: healthMetrics, store: this.healthStore, logger, clock: this.clock });
     this.monitor.start();
     this.healthStore.start(producer);
-    await Promise.all(this.loops.map((l) => l.start()));
-    if (this.workers) {
-      await this.workers.start();
-      logger.info({ workers: config.workers }, 'consuming in this process and its worker processes');
-    }
   }
 
   /** Gauges computed at scrape time, so they are never stale. */

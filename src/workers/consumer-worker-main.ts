@@ -25,29 +25,36 @@ function stop(drainTimeoutMs: number): void {
 process.on('message', (raw) => {
   const m = raw as ToChild;
   switch (m.kind) {
-    case 'start': {
+    case 'prepare': {
       const logger = createLogger(m.config.logLevel).child({ worker: m.index });
       const g = new Gateway({ config: m.config, logger, listen: false });
       gateway = g;
-      g.start().then(
-        () => {
-          send({ kind: 'started' });
-          let last = false;
-          const report = () => {
-            if (g.ready !== last) {
-              last = g.ready;
-              send({ kind: 'ready', ready: last });
-            }
-          };
-          report();
-          setInterval(report, 250).unref();
-        },
-        (err: unknown) => {
-          logger.error({ err: (err as Error).message }, 'worker could not start');
-          send({ kind: 'fatal', error: (err as Error).message });
-          process.exit(1);
-        },
-      );
+      const fail = (err: unknown) => {
+        logger.error({ err: (err as Error).message }, 'worker could not start');
+        send({ kind: 'fatal', error: (err as Error).message });
+        process.exit(1);
+      };
+      g.prepare().then(() => send({ kind: 'prepared' }), fail);
+      break;
+    }
+    case 'consume': {
+      const g = gateway;
+      if (!g) break;
+      g.consume().then(() => {
+        send({ kind: 'started' });
+        let last = false;
+        const report = () => {
+          if (g.ready !== last) {
+            last = g.ready;
+            send({ kind: 'ready', ready: last });
+          }
+        };
+        report();
+        setInterval(report, 250).unref();
+      }, (err: unknown) => {
+        send({ kind: 'fatal', error: (err as Error).message });
+        process.exit(1);
+      });
       break;
     }
     case 'metrics':

@@ -19,11 +19,13 @@ import { workerConfig } from './worker-config.js';
 import { workerScript } from './worker-script.js';
 
 export type ToChild =
-  | { kind: 'start'; index: number; config: GatewayConfig }
+  | { kind: 'prepare'; index: number; config: GatewayConfig }
+  | { kind: 'consume' }
   | { kind: 'metrics'; id: number }
   | { kind: 'stop'; drainTimeoutMs: number };
 
 export type FromChild =
+  | { kind: 'prepared' }
   | { kind: 'started' }
   | { kind: 'ready'; ready: boolean }
   | { kind: 'metrics'; id: number; metrics: MetricsJson }
@@ -45,7 +47,10 @@ export interface ConsumerWorkersOptions {
 interface Slot {
   index: number;
   child: ChildProcess | undefined;
+  prepared: boolean;
   started: boolean;
+  /** resolves when the child has started consuming */
+  onStarted: (() => void) | undefined;
   ready: boolean;
   forkedAt: number;
   quickDeaths: number;
@@ -61,7 +66,7 @@ export class ConsumerWorkers {
 
   constructor(private readonly o: ConsumerWorkersOptions) {
     for (let index = 1; index < o.config.workers; index++) {
-      this.slots.push({ index, child: undefined, started: false, ready: false, forkedAt: 0, quickDeaths: 0, timer: undefined });
+      this.slots.push({ index, child: undefined, prepared: false, started: false, onStarted: undefined, ready: false, forkedAt: 0, quickDeaths: 0, timer: undefined });
     }
     const registers = [o.metrics.registry];
     this.restarts = new Counter({ name: 'gateway_worker_restarts_total', help: 'child processes (GATEWAY_WORKERS) that exited unexpectedly and were started again', labelNames: ['worker'] as const, registers });
@@ -77,9 +82,25 @@ export class ConsumerWorkers {
     for (const s of this.slots) this.restarts.inc({ worker: String(s.index) }, 0);
   }
 
-  /** Forks every child and resolves once each has started its legs (rejects if one exits first). */
-  async start(): Promise<void> {
-    await Promise.all(this.slots.map((s) => this.spawn(s)));
+  /** Forks every child and resolves once each has built its legs (rejects if one exits first). */
+  async prepare(): Promise<void> {
+    await Promise.all(this.slots.map((s) => this.spawn(s, false)));
+  }
+
+  /** Tells every child to start consuming; resolves once each has (rejects if one exits first). */
+  async consume(): Promise<void> {
+    await Promise.all(
+      this.slots.map(
+        (s) =>
+          new Promise<void>((resolve, reject) => {
+            const child = s.child;
+            if (!child || child.exitCode !== null || child.signalCode !== null) return reject(new Error(`worker ${s.index} is not running`));
+            s.onStarted = resolve;
+            child.once('exit', (code, signal) => reject(new Error(`worker ${s.index} exited before it started consuming (code ${code}, signal ${signal})`)));
+            this.send(s, { kind: 'consume' });
+          }),
+      ),
+    );
   }
 
   /** every child is running and its consumers are ready */
@@ -154,11 +175,13 @@ export class ConsumerWorkers {
     );
   }
 
-  private spawn(s: Slot): Promise<void> {
+  /** Forks the slot's child; resolves once it has prepared (and, with `consume`, then tells it to consume). */
+  private spawn(s: Slot, consume: boolean): Promise<void> {
     const { logger } = this.o;
     // 'advanced' serialization: the config and the metric objects cross as structured clones
     const child = fork(workerScript(import.meta.url, 'consumer-worker-main'), [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     s.child = child;
+    s.prepared = false;
     s.started = false;
     s.ready = false;
     s.forkedAt = Date.now();
@@ -166,10 +189,16 @@ export class ConsumerWorkers {
       child.on('message', (raw) => {
         const m = raw as FromChild;
         switch (m.kind) {
+          case 'prepared':
+            s.prepared = true;
+            if (consume) this.send(s, { kind: 'consume' });
+            resolve();
+            break;
           case 'started':
             s.started = true;
-            logger.info({ worker: s.index, pid: child.pid }, 'worker started');
-            resolve();
+            logger.info({ worker: s.index, pid: child.pid, startMs: Date.now() - s.forkedAt }, 'worker consuming');
+            s.onStarted?.();
+            s.onStarted = undefined;
             break;
           case 'ready':
             s.ready = m.ready;
@@ -185,9 +214,11 @@ export class ConsumerWorkers {
       });
       child.once('exit', (code, signal) => {
         s.ready = false;
-        const wasStarted = s.started;
+        const wasPrepared = s.prepared;
+        s.prepared = false;
         s.started = false;
-        if (!wasStarted) reject(new Error(`worker ${s.index} exited before it started (code ${code}, signal ${signal})`));
+        s.onStarted = undefined;
+        if (!wasPrepared) reject(new Error(`worker ${s.index} exited before it was ready to consume (code ${code}, signal ${signal})`));
         if (this.stopping) return;
         const ranMs = Date.now() - s.forkedAt;
         s.quickDeaths = ranMs >= (this.o.stableMs ?? 60_000) ? 0 : s.quickDeaths + 1;
@@ -197,10 +228,10 @@ export class ConsumerWorkers {
         s.timer = setTimeout(() => {
           s.timer = undefined;
           // a new child that dies before starting is logged and restarted by its own exit handler
-          if (!this.stopping) this.spawn(s).catch(() => undefined);
+          if (!this.stopping) this.spawn(s, true).catch(() => undefined);
         }, delay);
       });
-      this.send(s, { kind: 'start', index: s.index, config: workerConfig(this.o.config, s.index) });
+      this.send(s, { kind: 'prepare', index: s.index, config: workerConfig(this.o.config, s.index) });
     });
   }
 

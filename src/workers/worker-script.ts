@@ -9,14 +9,36 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
+/**
+ * Every worker entry, by name, under the package root: a bundle (below) no longer sits next to the
+ * sources, so an entry started from inside one (a consumer process starting its producer thread)
+ * is found here.
+ */
+const ENTRIES: Record<string, string> = {
+  'producer-worker-thread': 'src/kafka/producer-worker-thread.ts',
+  'consumer-worker-main': 'src/workers/consumer-worker-main.ts',
+};
+
 /** the entry `name` (without extension) in the directory of the module whose URL is `moduleUrl` */
 export function workerScript(moduleUrl: string, name: string): URL {
   const here = fileURLToPath(moduleUrl);
   const js = join(dirname(here), `${name}.js`);
   if (existsSync(js)) return pathToFileURL(js);
   const ts = join(dirname(here), `${name}.ts`);
-  if (!existsSync(ts)) throw new Error(`worker script ${name} not found next to ${here}`);
-  return bundledFromSource(ts, name);
+  if (existsSync(ts)) return bundledFromSource(ts, name);
+  const known = ENTRIES[name];
+  const fromRoot = known === undefined ? undefined : join(packageRoot(dirname(here)), known);
+  if (fromRoot === undefined || !existsSync(fromRoot)) throw new Error(`worker script ${name} not found next to ${here}`);
+  return bundledFromSource(fromRoot, name);
+}
+
+function packageRoot(from: string): string {
+  let dir = from;
+  // a bundle lives in node_modules/.cache/gateway-workers: the package is above node_modules
+  const nm = dir.lastIndexOf(`${join('node_modules', '.cache')}`);
+  if (nm >= 0) dir = dir.slice(0, nm);
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
 }
 
 const bundled = new Map<string, URL>();
@@ -24,8 +46,7 @@ const bundled = new Map<string, URL>();
 function bundledFromSource(entry: string, name: string): URL {
   const done = bundled.get(entry);
   if (done) return done;
-  let dir = dirname(entry);
-  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  const dir = packageRoot(dirname(entry));
   const outDir = join(dir, 'node_modules', '.cache', 'gateway-workers');
   mkdirSync(outDir, { recursive: true });
   // one file per process: test forks bundling at the same time do not race

@@ -85,3 +85,18 @@ describe('/metrics with worker processes', () => {
     expect(text.match(/# TYPE gateway_events_consumed_total counter/g)).toHaveLength(1);
   });
 });
+
+describe('worker entry scripts', () => {
+  it('are found from inside a bundle too (a consumer process, itself bundled from sources, starting its producer thread)', async () => {
+    const { existsSync } = await import('node:fs');
+    const { fileURLToPath, pathToFileURL } = await import('node:url');
+    const { join } = await import('node:path');
+    const { workerScript } = await import('../../src/workers/worker-script.js');
+    const root = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
+    const insideBundle = pathToFileURL(join(root, 'node_modules', '.cache', 'gateway-workers', 'consumer-worker-main-1.mjs')).href;
+    for (const name of ['producer-worker-thread', 'consumer-worker-main']) {
+      expect(existsSync(fileURLToPath(workerScript(insideBundle, name)))).toBe(true);
+    }
+    expect(() => workerScript(insideBundle, 'no-such-entry')).toThrow(/no-such-entry/);
+  });
+});
