@@ -27,7 +27,9 @@
  *    50 ms fetch wait included). Goal: p99 <= 50 ms.
  *
  * Settings: BENCH_SCALE (`full`), BENCH_SCALE_EVENTS, BENCH_SCALE_RUNS, BENCH_SCALE_ONLY (`outbound`,
- * `amplitude` or `latency`: one part), BENCH_LATENCY_RATE, BENCH_LATENCY_SECONDS.
+ * `amplitude` or `latency`: one part), BENCH_LATENCY_RATE, BENCH_LATENCY_SECONDS, BENCH_LATENCY_TRACE=1
+ * (the worst latency per 250 ms of send time, and the gateway's event loop and backlog: tells a
+ * periodic stall from a lack of CPU), BENCH_LATENCY_ATTRIBUTE_USERS (0: the attribute state off).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -123,6 +125,8 @@ function outboundGateway(bootstrap: string, topic: string, standInUrl: string, s
     BRAZE_API_KEY: BRAZE_KEY,
     BRAZE_CONCURRENCY: '8',
     BRAZE_LINGER_MS: String(LINGER_MS),
+    // BENCH_LATENCY_ATTRIBUTE_USERS=0: the attribute state off, to see what it adds
+    ...(process.env.BENCH_LATENCY_ATTRIBUTE_USERS ? { OUTBOUND_ATTRIBUTE_STATE_USERS: process.env.BENCH_LATENCY_ATTRIBUTE_USERS } : {}),
     BRAZE_RATE_LIMIT_REQUESTS: '10000000',
     BRAZE_RATE_LIMIT_WINDOW_MS: '1000',
     HTTP_PORT: '0',
@@ -299,7 +303,17 @@ async function latencyChild(): Promise<void> {
           const from = cmd.from ?? 0;
           const xs: number[] = [];
           for (let i = 0; i < latencies.length; i += 2) if ((latencies[i] as number) >= from) xs.push(latencies[i + 1] as number);
-          out(percentiles(xs));
+          const timeline: string[] = [];
+          if (process.env.BENCH_LATENCY_TRACE === '1') {
+            // the worst latency of the events sent in each 250 ms, to tell periodic stalls from load
+            const worst = new Map<number, number>();
+            for (let i = 0; i < latencies.length; i += 2) {
+              const b = Math.floor(((latencies[i] as number) - from) / 250);
+              if (b >= 0) worst.set(b, Math.max(worst.get(b) ?? 0, latencies[i + 1] as number));
+            }
+            for (const [b, w] of [...worst].sort((a, c) => a[0] - c[0])) timeline.push(`${(b * 0.25).toFixed(2)}s:${w}`);
+          }
+          out({ ...percentiles(xs), ...(timeline.length > 0 ? { timeline: timeline.join(' ') } : {}) });
           latencies = [];
         } else if (cmd.cmd === 'produce') {
           out(await pacedProduce(cmd.bootstrap ?? '', cmd.topic ?? '', cmd.rate ?? 10_000, cmd.seconds ?? 8));
@@ -315,7 +329,7 @@ async function latencyChild(): Promise<void> {
 }
 
 /** `rate` events/s for `seconds`, in a send every 10 ms; events sent after the first second are measured. */
-async function pacedProduce(bootstrap: string, topic: string, rate: number, seconds: number): Promise<{ produced: number; lateTicks: number; measureFrom: number }> {
+async function pacedProduce(bootstrap: string, topic: string, rate: number, seconds: number): Promise<{ produced: number; lateTicks: number; measureFrom: number; ackP50: number; ackP99: number; ackMax: number }> {
   const kafka = new Kafka({ clientId: 'bench-paced', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
   const producer = kafka.producer({ allowAutoTopicCreation: false });
   await producer.connect();
@@ -324,6 +338,7 @@ async function pacedProduce(bootstrap: string, topic: string, rate: number, seco
   let produced = 0;
   let lateTicks = 0;
   const sends: Array<Promise<unknown>> = [];
+  const ackMs: number[] = [];
   try {
     for (let tick = 0; tick < seconds * 100; tick++) {
       const due = started + tick * 10;
@@ -339,13 +354,15 @@ async function pacedProduce(bootstrap: string, topic: string, rate: number, seco
         v.event_properties.bench_sent_ms = now;
         messages.push({ key: e.key, value: JSON.stringify(v), timestamp: String(now) });
       }
-      sends.push(producer.send({ topic, acks: -1, messages }));
+      sends.push(producer.send({ topic, acks: -1, messages }).then(() => ackMs.push(Date.now() - now)));
     }
     await Promise.all(sends);
   } finally {
     await producer.disconnect();
   }
-  return { produced, lateTicks, measureFrom: started + 1_000 };
+  // how long a send took to be acknowledged (appended): latency that is the producer's, not the consumer's
+  const acks = percentiles(ackMs);
+  return { produced, lateTicks, measureFrom: started + 1_000, ackP50: acks.p50, ackP99: acks.p99, ackMax: Math.max(...ackMs) };
 }
 
 async function latency(cluster: MockCluster): Promise<BenchResult[]> {
@@ -401,6 +418,21 @@ async function latency(cluster: MockCluster): Promise<BenchResult[]> {
     try {
       for (let i = 0; i < 300 && !gw.ready; i++) await sleep(100);
       await sleep(500);
+      let tracer: NodeJS.Timeout | undefined;
+      let traceLine: string[] = [];
+      if (process.env.BENCH_LATENCY_TRACE === '1') {
+        // the gateway's event loop and backlog every 250 ms: CPU-bound, or waiting on something?
+        let elu = performance.eventLoopUtilization();
+        const t0 = Date.now();
+        const line: string[] = [];
+        tracer = setInterval(() => {
+          const e = performance.eventLoopUtilization(elu);
+          elu = performance.eventLoopUtilization();
+          line.push(`${((Date.now() - t0) / 1000).toFixed(2)}s:loop ${(e.utilization * 100).toFixed(0)}% pending ${gw.outboundPending}`);
+        }, 250);
+        tracer.unref();
+        traceLine = line;
+      }
       const pg = await ask({ cmd: 'produce', bootstrap: cluster.bootstrap, topic, rate: LATENCY_RATE, seconds: LATENCY_SECONDS }, 'produce', 120_000);
       const produced = Number(pg.produced);
       for (let i = 0; i < 300; i++) {
@@ -408,7 +440,10 @@ async function latency(cluster: MockCluster): Promise<BenchResult[]> {
         if (delivered >= produced) break;
         await sleep(100);
       }
-      const s = (await ask({ cmd: 'stats', from: Number(pg.measureFrom) }, 'stats', 15_000, sinkChild)) as unknown as LatencyStats;
+      clearInterval(tracer);
+      if (traceLine.length > 0) note(`  gateway trace: ${traceLine.join(' | ')}`);
+      const s = (await ask({ cmd: 'stats', from: Number(pg.measureFrom) }, 'stats', 15_000, sinkChild)) as unknown as LatencyStats & { timeline?: string };
+      if (s.timeline) note(`  worst latency per 250 ms of send time (ms): ${s.timeline}`);
       const added = { p50: s.p50 - LINGER_MS, p99: s.p99 - LINGER_MS };
       note(
         `  latency gateway (outbound, linger ${LINGER_MS} ms): ${fmt(s.count)} events measured of ${fmt(produced)} produced (${fmt(delivered)} delivered), ` +

@@ -13,7 +13,8 @@
  * on revocation, `await store.flush()`, so the next owner reads what this one confirmed; on
  * assignment, `state.clear()` then `await store.load()`.
  */
-import type { Kafka, Producer } from 'kafkajs';
+import type { Kafka } from 'kafkajs';
+import type { MessageWriter } from '../kafka/batching-producer.js';
 import { describeError } from '../errors.js';
 import { readTopicToEnd } from '../kafka/read-to-end.js';
 import type { Logger } from '../observability/logger.js';
@@ -35,7 +36,7 @@ export interface AttributeStoreDeps {
 const SEND_BATCH = 500;
 
 export class AttributeStore {
-  private producer: Producer | undefined;
+  private writer: Pick<MessageWriter, 'send'> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<number> | undefined;
 
@@ -74,30 +75,47 @@ export class AttributeStore {
     return keys.size;
   }
 
-  /** Writes changed users every `intervalMs` (and on flush()). */
-  start(producer: Producer): void {
-    this.producer = producer;
+  /**
+   * Writes changed users every `intervalMs` (and on flush()), through `writer`: the outbound leg
+   * gives it a producer in a worker thread, because encoding tens of thousands of records for
+   * Kafka at each flush stalled the consuming thread for about a second (p99 latency 0.6–1 s at
+   * 10,000 events/s, against 75 ms without the state).
+   */
+  start(writer: Pick<MessageWriter, 'send'>): void {
+    this.writer = writer;
     this.timer = setInterval(() => {
-      this.flush().catch((err: unknown) => this.d.logger.warn({ err: describeError(err) }, 'attribute state: write failed; retried at the next flush'));
-    }, this.d.intervalMs ?? 5_000);
+      this.flush(true).catch((err: unknown) => this.d.logger.warn({ err: describeError(err) }, 'attribute state: write failed; retried at the next flush'));
+    }, this.interval);
     this.timer.unref();
   }
 
-  /** Writes the users whose confirmed state changed; returns how many records were written. */
-  flush(): Promise<number> {
-    const p = (this.flushing ?? Promise.resolve(0)).then(() => this.write());
+  private get interval(): number {
+    return this.d.intervalMs ?? 5_000;
+  }
+
+  /**
+   * Writes the users whose confirmed state changed; returns how many records were written.
+   * `paced` (the periodic flush): the chunks are spread over up to half the interval, so that a
+   * flush of tens of thousands of users is a steady trickle of produce work, not a burst that
+   * competes with the consumers for the CPU. Flushes on stop and around a rebalance go at once.
+   */
+  flush(paced = false): Promise<number> {
+    const p = (this.flushing ?? Promise.resolve(0)).then(() => this.write(paced));
     this.flushing = p.catch(() => 0);
     return p;
   }
 
-  private async write(): Promise<number> {
-    const producer = this.producer;
-    if (!producer) return 0;
+  private async write(paced: boolean): Promise<number> {
+    const writer = this.writer;
+    if (!writer) return 0;
     const dirty = this.d.state.takeDirty();
+    const chunks = Math.ceil(dirty.length / SEND_BATCH);
+    const gapMs = paced && chunks > 1 ? Math.min(100, this.interval / 2 / chunks) : 0;
     for (let i = 0; i < dirty.length; i += SEND_BATCH) {
+      if (gapMs > 0 && i > 0) await new Promise((r) => setTimeout(r, gapMs));
       const chunk = dirty.slice(i, i + SEND_BATCH);
       try {
-        await producer.send({ topic: this.d.topic, acks: -1, messages: chunk.map((r) => ({ key: r.key, value: r.value })) });
+        await writer.send(this.d.topic, chunk.map((r) => ({ key: r.key, value: r.value })));
       } catch (err) {
         // not written: mark them changed again so the next flush writes them
         for (const r of dirty.slice(i)) this.d.state.markDirty(r.key);
@@ -112,6 +130,6 @@ export class AttributeStore {
     clearInterval(this.timer);
     this.timer = undefined;
     await this.flush().catch((err: unknown) => this.d.logger.warn({ err: describeError(err) }, 'attribute state: last write failed'));
-    this.producer = undefined;
+    this.writer = undefined;
   }
 }

@@ -4,6 +4,7 @@ import { createBrazeLeg } from './braze-leg.js';
 import { createOutboundMapper } from './map-to-braze.js';
 import { AttributeState } from './attribute-state.js';
 import { AttributeStore } from './attribute-store.js';
+import { WorkerProducer } from '../kafka/producer-worker.js';
 
 /** Amplitude events on Kafka → Braze, when Braze credentials are set. */
 export async function buildOutbound(ctx: LegContext, client: BrazeClient | undefined): Promise<BuiltLeg | undefined> {
@@ -28,6 +29,20 @@ export async function buildOutbound(ctx: LegContext, client: BrazeClient | undef
       })
     : undefined;
   if (store) await store.load().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'attribute state could not be restored; every attribute is written once more'));
+  // The state's writes go through a producer in a worker thread: KafkaJS's produce encoding of a
+  // flush (tens of thousands of records) would otherwise stall the consuming thread. A write that
+  // fails (the worker died, Kafka away) marks its users changed again for the next flush.
+  const stateWriter = store
+    ? new WorkerProducer({
+        kafka: config.kafka,
+        logLevel: config.logLevel,
+        clientSuffix: '-attribute-state',
+        retry: { retries: 5, initialRetryTime: 300, maxRetryTime: 5_000 },
+        batching: { name: 'attribute-state', lingerMs: 5, maxBatch: 2_000, maxInFlight: 2, maxAttempts: 3, retryBaseMs: 500, ackTimeoutMs: 30_000 },
+        logger: logger.child({ component: 'attribute-state-writer' }),
+      })
+    : undefined;
+  await stateWriter?.start();
   const loopRef: { loop?: ReturnType<LegContext['consumerLoop']> } = {};
   const leg = createBrazeLeg({
     settings: config.braze,
@@ -58,7 +73,7 @@ export async function buildOutbound(ctx: LegContext, client: BrazeClient | undef
   };
   const loop = ctx.consumerLoop('outbound', config.topics.amplitudeEvents, 'outbound', leg, { onReassigned });
   loopRef.loop = loop;
-  store?.start(ctx.producer);
+  if (store && stateWriter) store.start(stateWriter);
   logger.info({ topic: config.topics.amplitudeEvents, endpoint: client.url }, 'outbound leg (Amplitude events -> Braze) on');
   return {
     name: 'outbound',
@@ -71,6 +86,7 @@ export async function buildOutbound(ctx: LegContext, client: BrazeClient | undef
     close: async () => {
       await leg.close();
       await store?.stop();
+      await stateWriter?.close();
     },
   };
 }

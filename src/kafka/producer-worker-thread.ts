@@ -30,7 +30,10 @@ function messagesOf(m: Extract<ToWorker, { kind: 'send' }>): Message[] {
   for (let i = 0; i < m.values.length; i++) {
     const ts = single ?? m.timestamps[i];
     const headers = m.headers?.[i];
-    out[i] = { key: m.keys[i] ?? null, value: m.values[i] ?? null, ...(ts !== undefined && ts !== '' ? { timestamp: ts } : {}), ...(headers ? { headers } : {}) };
+    const v = m.values[i] ?? null;
+    // a Buffer arrives as a plain Uint8Array: view it as a Buffer again, without a copy
+    const value = v === null || typeof v === 'string' ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    out[i] = { key: m.keys[i] ?? null, value, ...(ts !== undefined && ts !== '' ? { timestamp: ts } : {}), ...(headers ? { headers } : {}) };
   }
   return out;
 }

@@ -30,7 +30,8 @@ export type ToWorker =
       id: number;
       topic: string;
       keys: Array<string | null>;
-      values: Array<string | null>;
+      /** strings, or bytes (binary values such as the attribute state's; they cross as copies) */
+      values: Array<string | Uint8Array | null>;
       /** one entry: the same timestamp for every message */
       timestamps: string[];
       headers?: Array<Record<string, string> | undefined>;
@@ -94,14 +95,14 @@ export class WorkerProducer implements MessageWriter {
     if (!worker || this.closing) return Promise.reject(new Error('the Kafka producer worker is not running'));
     const id = this.nextId++;
     const keys: Array<string | null> = new Array<string | null>(messages.length);
-    const values: Array<string | null> = new Array<string | null>(messages.length);
+    const values: Array<string | Uint8Array | null> = new Array<string | Uint8Array | null>(messages.length);
     const first = messages[0] as Message;
     let timestamps: string[] = [first.timestamp ?? ''];
     let headers: Array<Record<string, string> | undefined> | undefined;
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i] as Message;
       keys[i] = m.key === undefined || m.key === null ? null : m.key.toString();
-      values[i] = m.value === null ? null : m.value.toString();
+      values[i] = m.value === null ? null : typeof m.value === 'string' ? m.value : m.value;
       if (m.timestamp !== first.timestamp && timestamps.length === 1) timestamps = messages.map((x) => x.timestamp ?? '');
       if (m.headers) {
         headers ??= new Array<Record<string, string> | undefined>(messages.length);
@@ -212,10 +213,3 @@ export class WorkerProducer implements MessageWriter {
     clearTimeout(timer);
   }
 }
-
-/**
- * The worker's script: the compiled sibling `producer-worker-thread.js` (dist, production). Run from
- * TypeScript sources (vitest), that file is not there: the `.ts` is bundled once with esbuild (a
- * development dependency, through vitest) into `node_modules/.cache/gateway-workers/`, whence
- * `kafkajs` and `pino` resolve as usual.
- */

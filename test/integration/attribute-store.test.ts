@@ -26,7 +26,7 @@ describe('attribute state in a compacted topic', () => {
 
     const before = new AttributeState();
     const store = new AttributeStore({ kafka, topic, state: before, logger: log, fetchMaxWaitMs: 50, intervalMs: 60_000 });
-    store.start(producer);
+    store.start({ send: async (t, messages) => void (await producer.send({ topic: t, acks: -1, messages })) });
     for (let u = 0; u < 50; u++) send(before, `u-${u}`, 100, { plan: 'free', country: 'DE' });
     expect(await store.flush()).toBe(50);
     // newer values for some users: a second record for the same keys (the mock broker never compacts)
