@@ -50,6 +50,7 @@ const COUNTERS = [
   'gateway_limiter_parked_total',
   'gateway_currents_requests_total',
   'gateway_currents_events_total',
+  'gateway_worker_restarts_total',
 ];
 const HISTOGRAMS = ['gateway_destination_request_duration_seconds', 'gateway_batch_size'];
 const GAUGES = [
@@ -62,6 +63,7 @@ const GAUGES = [
   'gateway_connector_oldest_pending_age_seconds',
   'gateway_limiter_tracked_identities',
   'gateway_limiter_identities_above_quota_threshold',
+  'gateway_workers_up',
 ];
 const EXPECTED_TYPE = new Map<string, string>([
   ...COUNTERS.map((n) => [n, 'counter'] as [string, string]),
@@ -340,7 +342,7 @@ describe('grafana/alerts.yml', () => {
     expect(group).toBeDefined();
     for (const name of [
       'ConnectorFailing', 'ConnectorNoSuccess24h', 'ConnectorNoSuccess36h', 'ConnectorNoSuccess44h',
-      'DropWindowExpired', 'DeadLettersRising', 'IdentityNearDailyQuota', 'DestinationBackingOff', 'GatewayNotReady',
+      'DropWindowExpired', 'DeadLettersRising', 'IdentityNearDailyQuota', 'DestinationBackingOff', 'GatewayNotReady', 'WorkerRestarting',
     ]) {
       expect(byName.has(name), name).toBe(true);
     }
