@@ -47,6 +47,7 @@ import {
   brokerPid,
   measureDelivery,
   measureDeliveryAtStandIn,
+  workerCpu,
   MOCK_PARTITION_BYTES,
   produceTopic,
   runBareConsumer,
@@ -286,7 +287,7 @@ export async function runOutboundBench(): Promise<BenchResult[]> {
       await braze.reset();
       await new Promise((r) => setTimeout(r, 200));
       const r = await runGateway(cluster.bootstrap, EVENTS, 100 + run, braze, broker, WORKERS);
-      note(`  run ${run} outbound_pipeline_workers (GATEWAY_WORKERS=${WORKERS}): ${fmt(r.count)} events in ${r.seconds.toFixed(2)} s = ${fmt(r.rate)} events/s, timed at the stand-in; primary process ${fmt(r.window.cpuMs)} ms CPU; machine ${r.window.machineBusy === undefined ? '?' : (r.window.machineBusy * 100).toFixed(0)} % busy`);
+      note(`  run ${run} outbound_pipeline_workers (GATEWAY_WORKERS=${WORKERS}): ${fmt(r.count)} events in ${r.seconds.toFixed(2)} s = ${fmt(r.rate)} events/s, timed at the stand-in; ${workerCpu(r)}; machine ${r.window.machineBusy === undefined ? '?' : (r.window.machineBusy * 100).toFixed(0)} % busy`);
       if (!bestWorkers || r.rate > bestWorkers.rate) bestWorkers = r;
     }
     note(

@@ -96,6 +96,19 @@ export interface RunResult {
   window: Window;
   /** benchmark-specific detail for the run's line */
   extra: string;
+  /** the CPU of a gateway's child processes (GATEWAY_WORKERS) over the window */
+  childCpuMs?: number | undefined;
+}
+
+/** the CPU of a multi-process gateway over a run: its primary, its children, per event in all */
+export function workerCpu(r: RunResult): string {
+  const children = r.childCpuMs;
+  if (children === undefined) return `primary process ${fmt(r.window.cpuMs)} ms CPU (children: not readable)`;
+  const total = r.window.cpuMs + children;
+  return (
+    `gateway processes ${fmt(total)} ms CPU (primary ${fmt(r.window.cpuMs)}, children ${fmt(children)}): ` +
+    `${((total * 1000) / Math.max(1, r.count)).toFixed(1)} us/event, ${((total / 1000 / r.seconds) * 100).toFixed(0)} % of a core`
+  );
 }
 
 /** `name: N events in S s = R events/s; this process ... ms CPU ...; broker ...; machine ...; extra` */
@@ -421,8 +434,25 @@ export async function measureDelivery(
 /** BENCH_TRACE_WORKERS=1: print the stand-in's count at every poll */
 const TRACE_WORKERS = process.env.BENCH_TRACE_WORKERS === '1';
 
-export async function measureDeliveryAtStandIn(gateway: Gateway, n: number, broker: number | undefined, o: { label: string; arrived: () => Promise<number> }): Promise<DeliveryRun> {
+export async function measureDeliveryAtStandIn(
+  gateway: Gateway,
+  n: number,
+  broker: number | undefined,
+  o: { label: string; arrived: () => Promise<number> },
+): Promise<DeliveryRun & { childCpuMs: number | undefined }> {
   let first: number | undefined;
+  // the children's CPU over the same window, from /proc (undefined where that is not readable)
+  let childCpu0: number | undefined;
+  let childCpuMs: number | undefined;
+  const childCpu = (): number | undefined => {
+    let sum = 0;
+    for (const pid of gateway.workerPids) {
+      const ms = processCpuMs(pid);
+      if (ms === undefined) return undefined;
+      sum += ms;
+    }
+    return sum;
+  };
   let last: number | undefined;
   let meter: (() => Window) | undefined;
   let window: Window | undefined;
@@ -440,12 +470,15 @@ export async function measureDeliveryAtStandIn(gateway: Gateway, n: number, brok
         if (k > 0 && first === undefined) {
           first = now;
           meter = windowMeter(broker);
+          childCpu0 = childCpu();
         }
         if (TRACE_WORKERS && first !== undefined) note(`    t=${((now - first) / 1000).toFixed(2)}s arrived ${k} (+${k - count}) ready ${gateway.ready}`);
         count = k;
         if (k >= n && last === undefined) {
           last = now;
           window = meter?.();
+          const c1 = childCpu();
+          childCpuMs = childCpu0 !== undefined && c1 !== undefined ? c1 - childCpu0 : undefined;
           finished?.();
         }
       })
@@ -460,7 +493,7 @@ export async function measureDeliveryAtStandIn(gateway: Gateway, n: number, brok
   }
   if (first === undefined || last === undefined || window === undefined) throw new Error(`${o.label}: the gateway delivered nothing`);
   const seconds = (last - first) / 1000;
-  return { rate: count / seconds, seconds, count, window, lost: 0 };
+  return { rate: count / seconds, seconds, count, window, lost: 0, childCpuMs };
 }
 
 // ---------------------------------------------------------------------------------------------

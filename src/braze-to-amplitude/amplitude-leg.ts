@@ -74,6 +74,9 @@ export class AmplitudeLeg implements MessageSink {
       takeHeldBefore: (cutoff) => this.takeHeldBefore(cutoff),
       park: (items, ids) => this.parkQuota(items, ids),
     });
+    // Events that waited for their partition's restored counts go on as soon as they are in.
+    // (Not from inside the pacer's call: a restore can end during a decision the core is making.)
+    deps.pacer?.onRestored((partition) => queueMicrotask(() => this.releasePartition(partition)));
   }
 
   accept(msg: ConsumedMessage): void {
@@ -145,6 +148,16 @@ export class AmplitudeLeg implements MessageSink {
       case 'dead_letter':
         void this.core.deadLetter(item.msg, 'daily_quota', `over the daily quota until ${new Date(v.untilMs).toISOString()}`);
         return false;
+    }
+  }
+
+  private releasePartition(partition: number): void {
+    const keys: string[] = [];
+    for (const [key, h] of this.holds) if (h.items[0]?.msg.partition === partition) keys.push(key);
+    for (const key of keys) {
+      const h = this.holds.get(key);
+      if (h?.timer) clearTimeout(h.timer);
+      this.releaseHeld(key);
     }
   }
 

@@ -157,6 +157,24 @@ describe('IdPacer: counts per partition, restored after a restart', () => {
     expect(runUntilRefused(fresh.p, fresh.clock, t0 + 600, t0 + 3_000).sent).toBe(20);
   });
 
+  it('tells its listeners when a restore ends, once, so what waited for it goes on at once (not at a poll)', () => {
+    const { p } = pacer();
+    const restored: number[] = [];
+    p.onRestored((partition) => restored.push(partition));
+    expect(p.beginRestore([4, 5])).toEqual([4, 5]);
+    const v = p.decide(dev('waiting', 4));
+    expect(v).toMatchObject({ kind: 'hold' });
+    // the hold's own timer is only a safety net, a second away
+    expect((v as { untilMs: number }).untilMs - 1_000_000).toBeGreaterThanOrEqual(1_000);
+    p.restorePartition(4, undefined);
+    expect(restored).toEqual([4]);
+    // a partition that was not restoring (already held, or a second call) is not announced again
+    p.restorePartition(4, undefined);
+    expect(restored).toEqual([4]);
+    p.release('waiting');
+    expect(p.decide(dev('waiting', 4)).kind).toBe('send');
+  });
+
   it('keeps partitions apart and drops a revoked one', () => {
     const { p } = pacer({ ...short, dailyQuota: 2 });
     expect(p.decide(dev('x', 1)).kind).toBe('send');
