@@ -126,7 +126,11 @@ export class Gateway {
 
   /**
    * Starts the consumers of every process together, so the members join each group within moments
-   * of each other (one rebalance, not one per late member).
+   * of each other: one generation, as Kafka's initial rebalance delay intends. Joining one after
+   * the other costs a rebalance per member (about a session timeout each on the test broker). On
+   * the test broker a simultaneous join sometimes fails a member's SyncGroup (INVALID_REQUEST,
+   * where Kafka answers REBALANCE_IN_PROGRESS); that member's consumer is restarted by its loop,
+   * at the cost of a stall (see Performance in the README).
    */
   async consume(): Promise<void> {
     await Promise.all([...this.loops.map((l) => l.start()), this.workers?.consume()]);
