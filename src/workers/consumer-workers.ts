@@ -144,38 +144,36 @@ export class ConsumerWorkers {
   }
 
   /** Asks every child to drain and stop, and waits for them to exit (SIGKILL after the drain time and 5 s). */
-  async stop(drainTimeoutMs: number): Promise<void> {
+  stop(drainTimeoutMs: number): Promise<void> {
+    return this.endChildren((s, child) => {
+      this.send(s, { kind: 'stop', drainTimeoutMs });
+      return setTimeout(() => child.kill('SIGKILL'), drainTimeoutMs + 5_000);
+    });
+  }
+
+  /** Kills every child at once, as a crash of the whole host would. */
+  kill(): Promise<void> {
+    return this.endChildren((_s, child) => {
+      child.kill('SIGKILL');
+      return undefined;
+    });
+  }
+
+  /** No more restarts; `end` each running child (it may return a timer to clear) and wait for every exit. */
+  private async endChildren(end: (s: Slot, child: ChildProcess) => NodeJS.Timeout | undefined): Promise<void> {
     this.stopRestarting();
     await Promise.all(
       this.slots.map(async (s) => {
-        clearTimeout(s.timer);
         const child = s.child;
         if (!child || child.exitCode !== null || child.signalCode !== null) return;
         const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-        this.send(s, { kind: 'stop', drainTimeoutMs });
-        const timer = setTimeout(() => child.kill('SIGKILL'), drainTimeoutMs + 5_000);
+        const timer = end(s, child);
         await exited;
         clearTimeout(timer);
       }),
     );
   }
 
-  /** Kills every child at once, as a crash of the whole host would. */
-  async kill(): Promise<void> {
-    this.stopRestarting();
-    await Promise.all(
-      this.slots.map(async (s) => {
-        clearTimeout(s.timer);
-        const child = s.child;
-        if (!child || child.exitCode !== null || child.signalCode !== null) return;
-        const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-        child.kill('SIGKILL');
-        await exited;
-      }),
-    );
-  }
-
-  /** Forks the slot's child; resolves once it has prepared (and, with `consume`, then tells it to consume). */
   private spawn(s: Slot, consume: boolean): Promise<void> {
     const { logger } = this.o;
     // 'advanced' serialization: the config and the metric objects cross as structured clones
