@@ -5,7 +5,7 @@ import { HttpSender } from '../delivery/http-sender.js';
 import { DeliveryLeg, type DeliveryLegDeps, type Destination, type Encoded, type LegItem } from '../delivery/delivery-leg.js';
 import type { Answer } from '../delivery/outcome.js';
 import { amplitudeOutcome, classifyAmplitudeResponse } from './amplitude-response.js';
-import { safeJsonParse, validateCurrentsEvent } from '../currents-ingest/currents-body.js';
+import { parseJsonText, validateCurrentsEvent } from '../currents-ingest/currents-body.js';
 import { identityKey, mapCurrentsEvent, type CurrentsMappingOptions } from './currents-to-amplitude.js';
 import { RECEIVED_AT_HEADER } from '../currents-ingest/currents-route.js';
 import type { IdPacer, PacedIds, ParkTier } from './id-pacer.js';
@@ -100,8 +100,9 @@ export class AmplitudeLeg implements MessageSink {
   }
 
   private encode(msg: ConsumedMessage, recordMs: number): Encoded<AmplitudeItem> {
-    const parsed = safeJsonParse(msg.value ?? Buffer.alloc(0));
-    // Re-validated on the way out: the topic may hold events written by other producers.
+    const parsed = parseJsonText(msg.value ?? Buffer.alloc(0));
+    // Re-validated on the way out: the topic may hold events written by other producers. One walk
+    // (validateCurrentsEvent's) judges depth, strings and forbidden keys alike.
     if (!parsed.ok) return { deadLetter: 'not_json', error: parsed.message };
     const v = validateCurrentsEvent(parsed.value);
     if (!v.ok) return { deadLetter: v.reason, error: v.message };

@@ -294,8 +294,66 @@ export type CheckResult =
  * `maxStringLength`, forbidden keys, and anything that is not plain JSON (functions, `undefined`,
  * non-finite numbers, class instances such as Buffers or Dates). A scalar root is depth 0, the
  * outermost object or array is depth 1. The walk stops at the first violation.
+ *
+ * Every consumed and every received event is walked, so the walk that passes allocates nothing
+ * per node (two reused stacks, no path strings); only a value that fails is walked a second time,
+ * by `describeViolation`, to say where.
  */
 export function checkDepthAndStrings(value: unknown, limits: Pick<BodyLimits, 'maxDepth' | 'maxStringLength'>): CheckResult {
+  return withinLimits(value, limits) ? { ok: true } : describeViolation(value, limits);
+}
+
+// Reused by withinLimits: it is synchronous, so one pair serves every call. Cleared as it pops,
+// so it keeps no event alive; its length stays at the widest value seen.
+const walkValues: unknown[] = [];
+const walkDepths: number[] = [];
+
+function withinLimits(value: unknown, limits: Pick<BodyLimits, 'maxDepth' | 'maxStringLength'>): boolean {
+  const values = walkValues;
+  const depths = walkDepths;
+  const { maxDepth, maxStringLength } = limits;
+  let top = 0;
+  values[0] = value;
+  depths[0] = 0;
+  let ok = true;
+  while (top >= 0) {
+    const v = values[top];
+    const depth = depths[top]!;
+    values[top--] = undefined;
+    if (typeof v === 'string') {
+      if (v.length > maxStringLength) ok = false;
+    } else if (typeof v === 'number') {
+      if (!Number.isFinite(v)) ok = false;
+    } else if (v === null || typeof v === 'boolean') {
+      continue;
+    } else if (Array.isArray(v)) {
+      if (depth + 1 > maxDepth) ok = false;
+      else for (let i = v.length - 1; i >= 0; i--) (values[++top] = v[i]), (depths[top] = depth + 1);
+    } else if (isPlainObject(v)) {
+      if (depth + 1 > maxDepth) ok = false;
+      else
+        for (const key of Object.keys(v)) {
+          if (FORBIDDEN_KEYS.has(key) || key.length > maxStringLength) {
+            ok = false;
+            break;
+          }
+          values[++top] = v[key];
+          depths[top] = depth + 1;
+        }
+    } else {
+      ok = false;
+    }
+    if (!ok) {
+      // leave nothing referenced from the shared stack
+      for (let i = 0; i <= top; i++) values[i] = undefined;
+      return false;
+    }
+  }
+  return true;
+}
+
+/** A violation of a value `withinLimits` refused, with its path: the same rules, one object per node. */
+function describeViolation(value: unknown, limits: Pick<BodyLimits, 'maxDepth' | 'maxStringLength'>): CheckResult {
   const stack: Array<{ v: unknown; depth: number; path: string }> = [{ v: value, depth: 0, path: '$' }];
   while (stack.length > 0) {
     const { v, depth, path } = stack.pop()!;
@@ -332,7 +390,8 @@ export function checkDepthAndStrings(value: unknown, limits: Pick<BodyLimits, 'm
     }
     return { ok: false, reason: 'not_json', message: `${path} is not a JSON value (${describeType(v)})` };
   }
-  return { ok: true };
+  // Unreachable while both walks apply the same rules; said rather than passed silently.
+  return { ok: false, reason: 'not_json', message: '$ was refused by the limits walk but no violation was found' };
 }
 
 function tooDeep(path: string, maxDepth: number): CheckResult {

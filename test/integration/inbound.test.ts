@@ -8,7 +8,7 @@ import { backfill } from '../../src/currents-ingest/backfill.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memoryLogger, readTopic, useMockCluster, waitFor } from '../support/harness.js';
+import { memoryLogger, produce, readTopic, useMockCluster, waitFor } from '../support/harness.js';
 import { AMPLITUDE_KEY, CURRENTS_TOKEN, inboundHarness } from '../support/inbound-harness.js';
 
 const broker = useMockCluster();
@@ -157,6 +157,29 @@ describe('inbound leg: Currents -> Kafka -> Amplitude HTTP API', () => {
     expect(amp.stats.maxEventsInRequest).toBeLessThan(2_000);
     expect(amp.stats.byStatus[429] ?? 0).toBe(0);
     expect(await gw.metrics.value('gateway_events_dead_lettered_total')).toBe(0);
+  });
+
+  it('judges again what other producers wrote to the Currents topic: bad records dead-lettered by reason, the rest delivered', async () => {
+    const { amp, topics, gw } = await setup();
+    const good = (i: number) => JSON.stringify(sampleCurrentsEvent(i, { users: 10 }));
+    const withProps = (i: number, properties: string) => good(i).replace(/"properties":\{/, `"properties":{${properties},`);
+    let deep = '1';
+    for (let i = 0; i < 70; i++) deep = `[${deep}]`;
+    await produce(broker.cluster.bootstrap, topics.currents, [
+      { key: 'k', value: good(1) },
+      { key: 'k', value: '{not json' },
+      { key: 'k', value: Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x7d]) },
+      { key: 'k', value: withProps(2, '"constructor":{"x":1}') },
+      { key: 'k', value: withProps(3, `"deep":${deep}`) },
+      { key: 'k', value: JSON.stringify({ ...sampleCurrentsEvent(4, { users: 10 }), id: '' }) },
+      { key: 'k', value: good(5) },
+    ]);
+    await amp.waitForEvents(2, 20_000);
+    const dl = await readTopic(broker.cluster.bootstrap, topics.dlq, 5, 10_000);
+    expect(dl.map((m) => m.headers.reason)).toEqual(['not_json', 'not_json', 'forbidden_key', 'too_deep', 'missing_id']);
+    expect(dl[3]!.headers.error).toMatch(/^\$\.properties\.deep/);
+    expect([...insertIds(amp)].sort()).toEqual(['cur-0000000001', 'cur-0000000005']);
+    expect(await gw.metrics.value('gateway_events_dead_lettered_total', { leg: 'inbound', reason: 'forbidden_key' })).toBe(1);
   });
 
   it('dead-letters the events a 400 names and resends the rest', async () => {

@@ -239,6 +239,20 @@ describe('checkDepthAndStrings', () => {
     o['a'] = 1;
     expect(checkDepthAndStrings(o, LIMITS)).toEqual({ ok: true });
   });
+
+  it('names the path of the violation, and a walk stopped midway leaves the next one unaffected', () => {
+    // The walk that passes shares one stack between calls; a refusal deep in a wide value must
+    // leave nothing behind for the next value.
+    const wide = { a: [1, 2, { b: { c: 'x'.repeat(101) } }], d: Array.from({ length: 50 }, (_, i) => ({ i })) };
+    expect(checkDepthAndStrings(wide, LIMITS)).toEqual({
+      ok: false,
+      reason: 'string_too_long',
+      message: '$.a[2].b.c is 101 characters long, over the limit of 100',
+    });
+    expect(checkDepthAndStrings({ ok: [true, null, 'y'] }, LIMITS)).toEqual({ ok: true });
+    expect(checkDepthAndStrings({ a: { b: [Number.NaN] } }, LIMITS)).toEqual({ ok: false, reason: 'not_json', message: '$.a.b[0] is not a finite number' });
+    expect(checkDepthAndStrings(SAMPLE_EVENT, LIMITS)).toEqual({ ok: true });
+  });
 });
 
 describe('validateCurrentsEvent', () => {
