@@ -159,6 +159,7 @@ export async function storeCurrentsEvents(
   sources?: RawSources,
 ): Promise<StoreResult> {
   const now = d.clock.now();
+  const timestamp = String(now);
   const stored: Message[] = [];
   const dead: Array<Promise<void>> = [];
   const deadLetter = (value: string, reason: DeadLetterReason, error: string): Promise<void> =>
@@ -180,7 +181,7 @@ export async function storeCurrentsEvents(
     const key = identityKey(ev, { minIdLength: d.minIdLength }) ?? ev.user.external_user_id ?? ev.user.device_id ?? null;
     // The record's timestamp says when the gateway received it (the leg ages events by it); a
     // header per record would cost a fifth more to encode.
-    stored.push({ key, value, timestamp: String(now) });
+    stored.push({ key, value, timestamp });
   }
   await Promise.all([d.producer.send(d.topic, stored), ...dead]);
   return { stored: stored.length, deadLettered: dead.length };

@@ -95,10 +95,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     AMPLITUDE_HTTP_API_URL: amplitude.url,
     CURRENTS_TOKEN,
     ...cohorts.env,
-    // the demo's own credentials win over any *_FILE in the environment
-    BRAZE_API_KEY_FILE: undefined,
-    AMPLITUDE_API_KEY_FILE: undefined,
-    CURRENTS_TOKEN_FILE: undefined,
+    // the demo's own credentials win over any *_FILE in the environment (setting both is refused)
+    ...withoutFileVariants(['BRAZE_API_KEY', 'AMPLITUDE_API_KEY', 'CURRENTS_TOKEN', ...Object.keys(cohorts.env)]),
   });
   // 8080 is often taken on a developer's machine: take a free port instead, and say which.
   for (const [which, setting] of [['port', 'HTTP_PORT'], ['adminPort', 'ADMIN_HTTP_PORT']] as const) {
@@ -248,4 +246,9 @@ async function printSummary(
     out(`  ${s.name.padEnd(10)} ${s.state.padEnd(9)} ${since}, ${s.pending} pending, ${s.delivered} delivered${s.lastErrorClass ? `, last error ${s.lastErrorClass}` : ''}`);
   }
   out(`metrics: ${gateway.adminAddress}/metrics (run with --keep to browse them)`);
+}
+
+/** `NAME_FILE: undefined` for each name: the demo sets these secrets itself. */
+function withoutFileVariants(names: string[]): Record<string, undefined> {
+  return Object.fromEntries(names.map((n) => [`${n}_FILE`, undefined]));
 }

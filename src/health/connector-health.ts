@@ -44,7 +44,8 @@ export const DEAD_LETTER_CLASS: Record<DeadLetterReason, 'destination' | 'input'
   no_identifier: 'input',
   no_event_type: 'input',
   missing_name: 'input',
-  invalid_event: 'input',
+  // only Amplitude's answers produce it (a 400 naming no event, halved down to one): the destination refused it
+  invalid_event: 'destination',
   unsupported_event: 'input',
   rejected_by_destination: 'destination',
   rejected_unattributed: 'destination',

@@ -395,6 +395,7 @@ describe('ConnectorHealth counts dead-lettering', () => {
     { name: 'just under the threshold (9 of 20): idle', delivered: 11, rejected: [[9, 'too_large_single']], pending: 0, state: 'idle' },
     { name: 'too few events to judge (19 of 19 rejected): idle', delivered: 0, rejected: [[19, 'rejected_unattributed']], pending: 0, state: 'idle' },
     { name: 'rejections of several destination reasons add up', delivered: 5, rejected: [[10, 'missing_fields'], [10, 'silenced_device']], pending: 0, state: 'degraded' },
+    { name: 'Amplitude refusing events without naming them (halved down to one: invalid_event) counts against it', delivered: 0, rejected: [[25, 'invalid_event']], pending: 0, state: 'degraded' },
     { name: 'bad input the gateway refused before sending does not count against the destination', delivered: 1, rejected: [[500, 'no_identifier'], [500, 'not_json']], pending: 2, state: 'healthy' },
     { name: 'limits and the drop window do not count either', delivered: 0, rejected: [[100, 'daily_quota'], [100, 'drop_window_expired']], pending: 0, state: 'idle' },
   ];
