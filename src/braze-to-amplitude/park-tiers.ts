@@ -1,7 +1,7 @@
 import type { Consumer, EachBatchPayload, Kafka, PartitionAssigner } from 'kafkajs';
 import type { Clock } from '../clock.js';
 import { describeError } from '../errors.js';
-import { awaitSinkCapacity, type ConsumedMessage, type MessageSink } from '../kafka/consumer-loop.js';
+import { awaitSinkCapacity, CONSUMER_RESTART_DELAY_MS, type ConsumedMessage, type MessageSink } from '../kafka/consumer-loop.js';
 import { OffsetTracker } from '../kafka/offset-tracker.js';
 import type { Logger } from '../observability/logger.js';
 import type { ParkTier } from './id-pacer.js';
@@ -40,6 +40,8 @@ export interface ParkedTierConsumerOptions {
   commitIntervalMs: number;
   /** e.g. [coPartitionedAssigner(instanceId)], so partition p comes to the owner of Currents partition p */
   partitionAssigners?: PartitionAssigner[];
+  /** called after a crashed consumer was replaced by a new member (counted in a metric) */
+  onRestart?: () => void;
 }
 
 interface Waiting {
@@ -79,8 +81,16 @@ export class ParkedTierConsumer {
   private stopping = false;
   private committing: Promise<void> = Promise.resolve();
 
+  private crashed = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+
   constructor(private readonly o: ParkedTierConsumerOptions) {
-    this.consumer = o.kafka.consumer({
+    this.consumer = this.createConsumer();
+  }
+
+  private createConsumer(): Consumer {
+    const o = this.o;
+    const consumer = o.kafka.consumer({
       groupId: o.groupId,
       maxWaitTimeInMs: o.fetchMaxWaitMs,
       sessionTimeout: o.sessionTimeoutMs,
@@ -90,9 +100,10 @@ export class ParkedTierConsumer {
       maxBytesPerPartition: 1024 * 1024,
       ...(o.partitionAssigners ? { partitionAssigners: o.partitionAssigners } : {}),
     });
-    const ev = this.consumer.events;
-    this.consumer.on(ev.GROUP_JOIN, ({ payload }) => {
+    const ev = consumer.events;
+    consumer.on(ev.GROUP_JOIN, ({ payload }) => {
       this.joined = true;
+      this.crashed = false;
       const mine = new Set(payload.memberAssignment[o.topic] ?? []);
       for (const p of [...this.holds.keys()]) {
         if (mine.has(p)) continue;
@@ -101,31 +112,63 @@ export class ParkedTierConsumer {
         this.tracker.forget(o.topic, p);
       }
       // kafkajs forgets pauses on a rejoin: pause again what is still full
-      for (const [p, h] of this.holds) if (h.paused) this.consumer.pause([{ topic: o.topic, partitions: [p] }]);
+      for (const [p, h] of this.holds) if (h.paused) consumer.pause([{ topic: o.topic, partitions: [p] }]);
     });
-    this.consumer.on(ev.CRASH, ({ payload }) => {
+    consumer.on(ev.CRASH, ({ payload }) => {
       this.joined = false;
       o.logger.error({ topic: o.topic, err: payload.error.message, restart: payload.restart }, 'long park tier consumer crashed');
+      // As ConsumerLoop does: after a crash kafkajs does not recover from, a new member, or the
+      // quota parks would never come back while the process looked healthy.
+      if (!payload.restart && !this.stopping) {
+        this.crashed = true;
+        this.restartTimer ??= setTimeout(() => void this.restart(), CONSUMER_RESTART_DELAY_MS);
+      }
     });
-    this.consumer.on(ev.DISCONNECT, () => {
+    consumer.on(ev.DISCONNECT, () => {
       this.joined = false;
     });
+    return consumer;
   }
 
   async start(): Promise<void> {
-    await this.consumer.connect();
-    await this.consumer.subscribe({ topic: this.o.topic, fromBeginning: true });
-    await this.consumer.run({
+    await this.run();
+    this.commitTimer = setInterval(() => void this.commit(), this.o.commitIntervalMs);
+  }
+
+  private async run(): Promise<void> {
+    const consumer = this.consumer;
+    await consumer.connect();
+    await consumer.subscribe({ topic: this.o.topic, fromBeginning: true });
+    await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
       eachBatch: (payload) => this.eachBatch(payload),
     });
-    this.commitTimer = setInterval(() => void this.commit(), this.o.commitIntervalMs);
+  }
+
+  /**
+   * The held events stay: the new member is handed the same partitions again (or GROUP_JOIN drops
+   * what went elsewhere), re-reads from the last commit, and the offset tracker refuses what is
+   * already held or in the leg, so nothing is handed over twice.
+   */
+  private async restart(): Promise<void> {
+    this.restartTimer = undefined;
+    if (this.stopping) return;
+    await this.consumer.disconnect().catch(() => undefined);
+    this.consumer = this.createConsumer();
+    try {
+      await this.run();
+      this.o.onRestart?.();
+      this.o.logger.warn({ topic: this.o.topic }, 'long park tier consumer restarted after a crash kafkajs does not recover from');
+    } catch (err) {
+      this.o.logger.error({ topic: this.o.topic, err: describeError(err) }, 'long park tier consumer restart failed; trying again');
+      this.restartTimer = setTimeout(() => void this.restart(), CONSUMER_RESTART_DELAY_MS);
+    }
   }
 
   get ready(): boolean {
-    return this.joined && !this.stopping;
+    return this.joined && !this.crashed && !this.stopping;
   }
 
   /** not-yet-due events held in memory, over all partitions */
@@ -250,6 +293,7 @@ export class ParkedTierConsumer {
   async stop(drainTimeoutMs: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
     this.consumer.pause([{ topic: this.o.topic }]);
     for (const p of [...this.holds.keys()]) this.dropHold(p);
     await this.o.sink.drain(drainTimeoutMs);

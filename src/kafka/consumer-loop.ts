@@ -82,7 +82,8 @@ export interface ConsumerLoopOptions {
   partitionAssigners?: PartitionAssigner[];
 }
 
-const RESTART_DELAY_MS = 1_000;
+/** how long after a crash kafkajs does not recover from a new consumer is started */
+export const CONSUMER_RESTART_DELAY_MS = 1_000;
 
 /**
  * Between chunks of a fetched batch: lets network I/O (the destination's answers) run, so consuming
@@ -165,7 +166,7 @@ export class ConsumerLoop {
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
       void this.restart();
-    }, RESTART_DELAY_MS);
+    }, CONSUMER_RESTART_DELAY_MS);
   }
 
   private async restart(): Promise<void> {

@@ -26,8 +26,9 @@ class RecordingLeg implements MessageSink {
   }
 }
 
-function longTier(topic: string, sink: MessageSink, maxHeldPerPartition: number): ParkedTierConsumer {
+function longTier(topic: string, sink: MessageSink, maxHeldPerPartition: number, onRestart?: () => void): ParkedTierConsumer {
   const c = new ParkedTierConsumer({
+    ...(onRestart ? { onRestart } : {}),
     kafka: testKafka(broker.cluster.bootstrap),
     groupId: `test.retry-quota.${++seq}`,
     topic,
@@ -133,4 +134,37 @@ describe('park tiers', () => {
     for (const g of leg.got) expect(g.at).toBeGreaterThanOrEqual(g.notBefore);
     expect(long.held).toBe(0);
   }, 60_000);
+
+  it('replaces a consumer kafkajs gives up on: not ready meanwhile, the held parks still come back once each, in order', async () => {
+    const longTopic = `gateway.retry.quota.t${++seq}`;
+    const p = await producer();
+    const leg = new RecordingLeg();
+    let restarts = 0;
+    const long = longTier(longTopic, leg, 1_000, () => restarts++);
+    await long.start();
+    await waitFor(() => long.ready, (r) => r, 20_000, 'the long tier joining');
+    const t = Date.now() + 4_000;
+    await p.send({
+      topic: longTopic,
+      acks: -1,
+      messages: Array.from({ length: 20 }, (_, i) => ({ key: `K${i % 2}`, value: `K${i % 2}-${i}`, partition: i % 4, headers: { 'not-before': String(t + 10 * i), reason: 'daily_quota' } })),
+    });
+    await waitFor(() => long.held, (n) => n === 20, 20_000, 'the parks held');
+    // The next heartbeat meets a fatal group error (GROUP_AUTHORIZATION_FAILED, not retriable):
+    // kafkajs crashes the consumer with restart: false.
+    await broker.cluster.pushRequestErrors(12, [30]);
+    await waitFor(() => long.ready, (r) => !r, 10_000, 'not ready after the crash');
+    await waitFor(() => restarts, (n) => n === 1, 20_000, 'a new consumer');
+    await waitFor(() => long.ready, (r) => r, 20_000, 'ready again');
+    await waitFor(() => leg.got.length, (n) => n >= 20, 30_000, 'every parked event');
+    await new Promise((r) => setTimeout(r, 500));
+    const values = leg.got.map((g) => g.value);
+    expect(values).toHaveLength(20);
+    expect(new Set(values).size).toBe(20);
+    for (const k of ['K0', 'K1']) {
+      const mine = values.filter((v) => v.startsWith(`${k}-`)).map((v) => Number(v.slice(3)));
+      expect(mine).toEqual([...mine].sort((a, b) => a - b));
+    }
+    for (const g of leg.got) expect(g.at).toBeGreaterThanOrEqual(g.notBefore);
+  }, 90_000);
 });
