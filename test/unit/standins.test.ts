@@ -533,10 +533,25 @@ describe('Amplitude /2/httpapi stand-in', () => {
 
   it('answers documented 400s for a bad path, an empty body and invalid JSON', async () => {
     const s = await amplitude();
-    expect((await post(`${s.url}/batch`, { api_key: AMP_KEY, events: [] })).body).toEqual({ code: 400, error: 'Invalid request path' });
+    expect((await post(`${s.url}/2/httpapi/2/httpapi`, { api_key: AMP_KEY, events: [] })).body).toEqual({ code: 400, error: 'Invalid request path' });
     expect((await postAmp(s, '')).body).toEqual({ code: 400, error: 'Missing request body' });
     expect((await postAmp(s, '{"api_key":')).body).toEqual({ code: 400, error: 'Invalid JSON request body' });
     expect((await postAmp(s, { api_key: AMP_KEY, events: [42] })).body).toEqual({ code: 400, error: 'Invalid event JSON' });
+  });
+
+  it('serves the Batch API too: the same answers, 1,000 events/s per id where HTTP V2 allows 30, its own 20 MB body cap', async () => {
+    const s = await amplitude();
+    const burst = Array.from({ length: 100 }, (_, i) => ({ event_type: 'e', device_id: 'device-burst', insert_id: `b${i}` }));
+    const viaBatch = await post(`${s.url}/batch`, { api_key: AMP_KEY, events: burst });
+    expect(viaBatch.status).toBe(200);
+    expect(viaBatch.body).toMatchObject({ code: 200, events_ingested: 100 });
+    const viaHttp = await postAmp(s, { api_key: AMP_KEY, events: burst.map((e) => ({ ...e, device_id: 'device-other' })) });
+    expect(viaHttp.status).toBe(429);
+    expect((await post(`${s.url}/batch`, { api_key: 'wrong', events: burst.slice(0, 1) })).body).toEqual({ code: 400, error: 'Invalid API key' });
+    const big = Array.from({ length: 1_500 }, (_, i) => ({ event_type: 'e', device_id: `device-${i % 500}`, insert_id: `g${i}`, event_properties: { pad: 'x'.repeat(900) } }));
+    expect((await postAmp(s, { api_key: AMP_KEY, events: big })).status).toBe(413);
+    expect((await post(`${s.url}/batch`, { api_key: AMP_KEY, events: big })).status).toBe(200);
+    expect(s.stats.byRoute).toEqual({ '/batch': 3, '/2/httpapi': 2 });
   });
 
   it('accepts a gzip body', async () => {

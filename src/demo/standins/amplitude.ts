@@ -1,5 +1,6 @@
 /**
- * A local stand-in for the Amplitude HTTP V2 API, `POST /2/httpapi` (reference: amplitude-http-api.md).
+ * A local stand-in for the Amplitude HTTP V2 API, `POST /2/httpapi`, and the Batch API, `POST /batch`
+ * (same request and answers, its own per-id rate and body cap) (reference: amplitude-http-api.md).
  *
  * Strict on purpose: ids are throttled per any sliding second (the real service averages over a
  * longer window), so a gateway whose own per-identity limiter leaks shows up as 429s here.
@@ -24,6 +25,13 @@ export interface AmplitudeStandInOptions {
   perIdPerSecond?: number | false;
   /** Events allowed per id in the trailing 24 h, counted in whole-hour steps. Default off. */
   dailyQuota?: number | false;
+  /**
+   * The Batch API (`POST /batch`, same request and answers): events allowed per id in any sliding
+   * second (default 1,000, or off when `perIdPerSecond` is false) and its body cap (default 20 MB).
+   * Its ids are counted apart from `/2/httpapi`'s.
+   */
+  batchPerIdPerSecond?: number | false;
+  batchMaxBodyBytes?: number;
   clock?: Clock;
   port?: number;
   host?: string;
@@ -48,6 +56,8 @@ export interface AmplitudeStandInStats {
   /** Largest event count and body size seen in any request, accepted or not, to check the gateway's batching. */
   maxEventsInRequest: number;
   maxRequestBytes: number;
+  /** Requests per endpoint path (`/2/httpapi`, `/batch`). */
+  byRoute: Record<string, number>;
 }
 
 export interface AmplitudeStandIn {
@@ -73,6 +83,16 @@ export interface AmplitudeStandIn {
 }
 
 const ROUTE = '/2/httpapi';
+const BATCH_ROUTE = '/batch';
+
+/** What differs between the two ingest endpoints (reference: amplitude-http-api.md, the limits table). */
+interface Endpoint {
+  maxEvents: number;
+  maxBodyBytes: number;
+  perSecond: number | false;
+  devices: IdLedger;
+  users: IdLedger;
+}
 const DAY_HOURS = 24;
 const HOUR_MS = 3_600_000;
 
@@ -262,13 +282,25 @@ function addIndex(map: Record<string, number[]>, field: string, index: number): 
 
 export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Promise<AmplitudeStandIn> {
   const clock = opts.clock ?? systemClock;
-  const maxEvents = opts.maxEventsPerRequest ?? 2000;
-  const maxBodyBytes = opts.maxBodyBytes ?? 1024 * 1024;
   const defaultMinIdLength = opts.minIdLength ?? 5;
-  const perSecond = opts.perIdPerSecond === undefined ? 30 : opts.perIdPerSecond;
+  const httpPerSecond = opts.perIdPerSecond === undefined ? 30 : opts.perIdPerSecond;
   const quota = opts.dailyQuota ?? false;
+  // Devices and users are separate key spaces: the same string may be both a device and a user id.
+  const endpoint = (maxEvents: number, maxBodyBytes: number, perSecond: number | false): Endpoint => ({
+    maxEvents,
+    maxBodyBytes,
+    perSecond,
+    devices: new IdLedger(perSecond === false ? 1 : perSecond, quota),
+    users: new IdLedger(perSecond === false ? 1 : perSecond, quota),
+  });
+  const endpoints = new Map<string, Endpoint>([
+    [ROUTE, endpoint(opts.maxEventsPerRequest ?? 2000, opts.maxBodyBytes ?? 1024 * 1024, httpPerSecond)],
+    [
+      BATCH_ROUTE,
+      endpoint(opts.maxEventsPerRequest ?? 2000, opts.batchMaxBodyBytes ?? 20 * 1024 * 1024, opts.batchPerIdPerSecond ?? (httpPerSecond === false ? false : 1_000)),
+    ],
+  ]);
   const host = opts.host ?? '127.0.0.1';
-  const epsThreshold = perSecond === false ? 0 : perSecond;
 
   let apiKey = opts.apiKey;
   const faults = new FaultQueue();
@@ -285,10 +317,8 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
     duplicateEvents: 0,
     maxEventsInRequest: 0,
     maxRequestBytes: 0,
+    byRoute: {},
   };
-  // Devices and users are separate key spaces: the same string may be both a device and a user id.
-  const devices = new IdLedger(perSecond === false ? 1 : perSecond, quota);
-  const users = new IdLedger(perSecond === false ? 1 : perSecond, quota);
   const waiters = new CountWaiters(() => received.length, 'Amplitude stand-in');
 
   function answer(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
@@ -296,7 +326,7 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
     send(res, status, body, headers);
   }
 
-  function serveFault(req: IncomingMessage, res: ServerResponse, fault: AmplitudeFault): void {
+  function serveFault(req: IncomingMessage, res: ServerResponse, fault: AmplitudeFault, epsThreshold: number): void {
     stats.faultsServed++;
     const fire = (): void => {
       if (fault.status === 0) {
@@ -311,21 +341,25 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?', 1)[0];
-    if (path !== ROUTE || req.method !== 'POST') {
+    const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
+    const ep = req.method === 'POST' ? endpoints.get(path) : undefined;
+    if (ep === undefined) {
       req.resume();
       answer(res, 400, { code: 400, error: 'Invalid request path' });
       return;
     }
+    const { maxEvents, maxBodyBytes, perSecond, devices, users } = ep;
+    const epsThreshold = perSecond === false ? 0 : perSecond;
     stats.requests++;
+    stats.byRoute[path] = (stats.byRoute[path] ?? 0) + 1;
     const fault = faults.take();
     if (fault && !fault.afterProcessing) {
       req.resume();
-      serveFault(req, res, fault);
+      serveFault(req, res, fault, epsThreshold);
       return;
     }
     const reply = (status: number, body: unknown): void => {
-      if (fault) serveFault(req, res, fault);
+      if (fault) serveFault(req, res, fault, epsThreshold);
       else answer(res, status, body);
     };
 
@@ -606,9 +640,12 @@ export async function startAmplitudeStandIn(opts: AmplitudeStandInOptions): Prom
       stats.duplicateEvents = 0;
       stats.maxEventsInRequest = 0;
       stats.maxRequestBytes = 0;
+      for (const k of Object.keys(stats.byRoute)) delete stats.byRoute[k];
       faults.clear();
-      devices.clear();
-      users.clear();
+      for (const e of endpoints.values()) {
+        e.devices.clear();
+        e.users.clear();
+      }
       apiKey = opts.apiKey;
     },
     async close(): Promise<void> {
