@@ -21,7 +21,7 @@ export interface LegContext {
   producer: Producer;
   deadLetters: DeadLetterWriter;
   /** a consumer group member for one topic, with this gateway's Kafka settings */
-  consumerLoop(suffix: string, topic: string, leg: Leg, sink: MessageSink, opts?: Pick<ConsumerLoopOptions, 'onReassigned' | 'partitionAssigners'>): ConsumerLoop;
+  consumerLoop(suffix: string, topic: string, leg: Leg, sink: MessageSink, opts?: Pick<ConsumerLoopOptions, 'onReassigned' | 'onRebalancing' | 'partitionAssigners'>): ConsumerLoop;
   /** is the shared producer connected (for answers that depend on Kafka being there) */
   kafkaUp(): boolean;
 }

@@ -9,9 +9,10 @@
  * compacts. flush() writes the users whose confirmed state changed since the last flush; start()
  * does that every `intervalMs`.
  *
- * Around a rebalance (KafkaJS rebalances eagerly: every member gives up its partitions first):
- * on revocation, `await store.flush()`, so the next owner reads what this one confirmed; on
- * assignment, `state.clear()` then `await store.load()`.
+ * Around a rebalance (KafkaJS rebalances eagerly and has no revocation callback): when a member
+ * learns a rebalance has begun it flushes, so the next owner can read what it confirmed; after
+ * each assignment the leg waits a hand-over delay, then `state.clear()` and `await store.load()`,
+ * consuming nothing meanwhile (outbound.ts).
  */
 import type { Kafka } from 'kafkajs';
 import type { MessageWriter } from '../kafka/batching-producer.js';

@@ -5,6 +5,7 @@ import { createOutboundMapper } from './map-to-braze.js';
 import { AttributeState } from './attribute-state.js';
 import { AttributeStore } from './attribute-store.js';
 import { WorkerProducer } from '../kafka/producer-worker.js';
+import type { MessageSink } from '../kafka/consumer-loop.js';
 
 /** Amplitude events on Kafka → Braze, when Braze credentials are set. */
 export async function buildOutbound(ctx: LegContext, client: BrazeClient | undefined): Promise<BuiltLeg | undefined> {
@@ -28,7 +29,6 @@ export async function buildOutbound(ctx: LegContext, client: BrazeClient | undef
         groupIdPrefix: `${config.kafka.groupId}.attribute-state-reader`,
       })
     : undefined;
-  if (store) await store.load().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'attribute state could not be restored; every attribute is written once more'));
   // The state's writes go through a producer in a worker thread: KafkaJS's produce encoding of a
   // flush (tens of thousands of records) would otherwise stall the consuming thread. A write that
   // fails (the worker died, Kafka away) marks its users changed again for the next flush.
@@ -58,20 +58,43 @@ export async function buildOutbound(ctx: LegContext, client: BrazeClient | undef
     // Braze does not deduplicate: commit right after each delivery, so a crash re-sends little.
     onProgress: () => loopRef.loop?.requestCommit(),
   });
-  // Users whose partitions moved here were written by another instance meanwhile: what this
-  // instance remembers of them may be stale. Save what it has, forget it, and read the topic again.
-  const onReassigned = (_assigned: string[], first: boolean): void => {
-    if (first || !attributeState || !store) return;
-    void store
-      .flush()
-      .catch(() => 0)
-      .then(() => {
-        attributeState.clear();
-        return store.load();
-      })
-      .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'attribute state could not be reloaded after a rebalance'));
+  // The state is (re)loaded after every assignment, the first included, and nothing is consumed
+  // until it is: users whose partitions moved here were written by another member meanwhile, so
+  // what this one remembers of them may be stale, and an empty state would write every user's
+  // whole snapshot again and let an old event overwrite a newer value. Every member writes its
+  // state when a rebalance begins (onRebalancing), and the new owner waits
+  // OUTBOUND_ATTRIBUTE_STATE_HANDOVER_MS for those writes before it reads the topic.
+  let reloads = 0; // asked for and not finished
+  let reloadChain: Promise<void> = Promise.resolve();
+  const reload = async (): Promise<void> => {
+    if (!attributeState || !store) return;
+    await store.flush().catch(() => 0);
+    await new Promise((r) => setTimeout(r, config.braze?.attributeStateHandoverMs ?? 0));
+    attributeState.clear();
+    try {
+      await store.load();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'attribute state could not be restored; every attribute is written once more');
+    }
   };
-  const loop = ctx.consumerLoop('outbound', config.topics.amplitudeEvents, 'outbound', leg, { onReassigned });
+  const onReassigned = (): void => {
+    if (!attributeState) return;
+    reloads++;
+    // one at a time: a reload under way began before this assignment, so read again after it
+    reloadChain = reloadChain.then(reload).finally(() => {
+      reloads--;
+    });
+  };
+  const onRebalancing = (): void => {
+    void store?.flush().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'attribute state: write at a rebalance failed'));
+  };
+  // The consumer hands nothing to the leg while the state reloads.
+  const sink: MessageSink = {
+    accept: (msg) => leg.accept(msg),
+    hasCapacity: () => reloads === 0 && leg.hasCapacity(),
+    drain: (ms) => leg.drain(ms),
+  };
+  const loop = ctx.consumerLoop('outbound', config.topics.amplitudeEvents, 'outbound', sink, { onReassigned, onRebalancing });
   loopRef.loop = loop;
   if (store && stateWriter) store.start(stateWriter);
   logger.info({ topic: config.topics.amplitudeEvents, endpoint: client.url }, 'outbound leg (Amplitude events -> Braze) on');

@@ -62,6 +62,8 @@ export interface BrazeSettings {
   authRetryMs: number;
   /** how many events may be buffered in the leg before consumption pauses */
   maxInFlightEvents: number;
+  /** after an assignment, how long the attribute state waits for the previous owners' last writes before it reloads */
+  attributeStateHandoverMs: number;
 }
 
 export interface AmplitudeSettings {
@@ -306,6 +308,13 @@ function readBraze(r: SettingsReader): BrazeSettings | undefined {
     retryMaxMs: r.int('BRAZE_RETRY_MAX_MS', { path: 'braze.retry.maxMs', default: 8_000, min: 1, doc: 'back-off cap: the longest gap between probes of an unwell Braze (one request each), so delivery resumes within it once Braze recovers' }),
     authRetryMs: r.int('BRAZE_AUTH_RETRY_MS', { path: 'braze.retry.authMs', default: 60_000, min: 10, doc: 'how often a refused key or configuration (401, 403, 404, an unexplained 4xx) is probed' }),
     maxInFlightEvents: r.int('BRAZE_MAX_IN_FLIGHT_EVENTS', { path: 'braze.maxInFlightEvents', default: 20_000, min: 100, doc: 'events buffered before consumption pauses' }),
+    attributeStateHandoverMs: r.int('OUTBOUND_ATTRIBUTE_STATE_HANDOVER_MS', {
+      path: 'outbound.attributeStateHandoverMs',
+      default: 1_000,
+      min: 0,
+      max: 60_000,
+      doc: 'after each partition assignment the outbound leg waits this long for the previous owners to write their attribute state (they start when the rebalance begins), then reloads it before consuming',
+    }),
   };
   if (!restEndpoint && !apiKey) return undefined;
   if (!restEndpoint) r.problem('BRAZE_REST_ENDPOINT', 'is required when BRAZE_API_KEY is set');

@@ -78,6 +78,11 @@ export interface ConsumerLoopOptions {
   fromBeginning?: boolean;
   /** the member's partitions, at the first join (`first`) and whenever a rebalance moves some in or out */
   onReassigned?: (assigned: string[], first: boolean) => void;
+  /**
+   * Called when this member learns a rebalance has begun, before it rejoins: the moment to save
+   * state of partitions that may go to another member (kafkajs has no revocation callback).
+   */
+  onRebalancing?: () => void;
   /** kafkajs partition assigners (default: kafkajs's round robin) */
   partitionAssigners?: PartitionAssigner[];
 }
@@ -158,6 +163,7 @@ export class ConsumerLoop {
     consumer.on(ev.DISCONNECT, () => {
       this.joined = false;
     });
+    if (o.onRebalancing) consumer.on(ev.REBALANCING, () => o.onRebalancing?.());
     return consumer;
   }
 
@@ -224,6 +230,9 @@ export class ConsumerLoop {
     // One lookup of the partition's bookkeeping per fetched batch; per message, an index into it.
     const part = tracker.partition(topic, partition);
     const messages = batch.messages;
+    // A sink that cannot take anything yet (full, or its state still loading after a rebalance)
+    // gets nothing of this batch until it can.
+    if (!sink.hasCapacity()) await this.awaitCapacity(heartbeat, isRunning);
     let n = 0;
     let last: string | undefined;
     for (let k = 0; k < messages.length; k++) {
