@@ -99,6 +99,11 @@ describe('with ADMIN_HTTP_PORT', () => {
     const pub = s.publicServer.server.address();
     expect(admin && typeof admin === 'object' ? admin.address : undefined).toBe('127.0.0.1');
     expect(pub && typeof pub === 'object' ? pub.address : undefined).toBe('0.0.0.0');
+    // and where ADMIN_HTTP_HOST says, when it says (0.0.0.0 as in docker-compose, so Prometheus reaches it)
+    const told = await start({ ADMIN_HTTP_PORT: '0', ADMIN_HTTP_HOST: '0.0.0.0' });
+    const bound = told.adminServer?.server.address();
+    expect(bound && typeof bound === 'object' ? bound.address : undefined).toBe('0.0.0.0');
+    expect(await status(told.adminUrl ?? '', 'GET', '/healthz')).toBe(200);
   });
 
   it('fails to start, leaving nothing listening, when the admin port is taken', async () => {
