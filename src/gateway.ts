@@ -145,7 +145,7 @@ export class Gateway {
     producer.on(producer.events.CONNECT, () => (this.producerConnected = true));
     producer.on(producer.events.DISCONNECT, () => (this.producerConnected = false));
     await producer.connect();
-    this.dlqProducer = new BatchingProducer(producer, logger, { name: 'dead-letter', lingerMs: 5, maxBatch: 500, maxInFlight: 2, maxAttempts: Infinity, retryBaseMs: 500, ackTimeoutMs: 30_000 });
+    this.dlqProducer = new BatchingProducer(producer, logger, { name: 'dead-letter', lingerMs: 5, maxBatch: 500, maxInFlight: 2, maxAttempts: Infinity, ...config.kafka.writes });
     const deadLetters = new DeadLetterWriter(this.dlqProducer, config.topics.deadLetter, logger, this.metrics);
 
     // Health is restored before the legs start, so a restart does not reset the drop window's clock.

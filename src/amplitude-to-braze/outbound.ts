@@ -38,7 +38,7 @@ export async function buildOutbound(ctx: LegContext, client: BrazeClient | undef
         logLevel: config.logLevel,
         clientSuffix: '-attribute-state',
         retry: { retries: 5, initialRetryTime: 300, maxRetryTime: 5_000 },
-        batching: { name: 'attribute-state', lingerMs: 5, maxBatch: 2_000, maxInFlight: 2, maxAttempts: 3, retryBaseMs: 500, ackTimeoutMs: 30_000 },
+        batching: { name: 'attribute-state', lingerMs: 5, maxBatch: 2_000, maxInFlight: 2, maxAttempts: 3, ...config.kafka.writes },
         logger: logger.child({ component: 'attribute-state-writer' }),
       })
     : undefined;

@@ -32,7 +32,7 @@ export async function buildInbound(ctx: LegContext): Promise<BuiltLeg | undefine
         groupIdPrefix: `${k.groupId}.limits-reader`,
       })
     : undefined;
-  const retryProducer = new BatchingProducer(ctx.producer, logger, { name: 'retry', lingerMs: 5, maxBatch: 1_000, maxInFlight: 2, maxAttempts: Infinity, retryBaseMs: 500, ackTimeoutMs: 30_000 });
+  const retryProducer = new BatchingProducer(ctx.producer, logger, { name: 'retry', lingerMs: 5, maxBatch: 1_000, maxInFlight: 2, maxAttempts: Infinity, ...config.kafka.writes });
   const loops: ConsumerLoop[] = [];
   const leg = new AmplitudeLeg({
     amplitude: { ...config.amplitude, apiKey },

@@ -27,6 +27,8 @@ export interface KafkaSettings {
   sessionTimeoutMs: number;
   /** commit cadence: Braze does not deduplicate, so committing often keeps replays after a crash small */
   commitIntervalMs: number;
+  /** the gateway's own Kafka writes (dead letters, parks, state): the back-off between tries and how long a try waits for acks */
+  writes: { retryBaseMs: number; retryMaxMs: number; ackTimeoutMs: number };
 }
 
 export interface Topics {
@@ -288,6 +290,11 @@ function readKafka(r: SettingsReader, requireKafka: boolean): KafkaSettings {
     fetchMaxWaitMs: r.int('KAFKA_FETCH_MAX_WAIT_MS', { path: 'kafka.fetchMaxWaitMs', default: 500, min: 1, max: 30_000, doc: 'longest a fetch waits for data (keep small against the test broker)' }),
     sessionTimeoutMs: r.int('KAFKA_SESSION_TIMEOUT_MS', { path: 'kafka.sessionTimeoutMs', default: 30_000, min: 6_000, doc: 'consumer group session timeout' }),
     commitIntervalMs: r.int('KAFKA_COMMIT_INTERVAL_MS', { path: 'kafka.commitIntervalMs', default: 1_000, min: 50, doc: 'how often delivered offsets are committed' }),
+    writes: {
+      retryBaseMs: r.int('KAFKA_WRITE_RETRY_BASE_MS', { path: 'kafka.writes.retryBaseMs', default: 500, min: 1, doc: 'first back-off after a failed write of the gateway\'s own (dead letters, parked events, state), doubling with jitter' }),
+      retryMaxMs: r.int('KAFKA_WRITE_RETRY_MAX_MS', { path: 'kafka.writes.retryMaxMs', default: 30_000, min: 1, doc: 'longest back-off between two tries of such a write (dead letters and parks are tried until stored)' }),
+      ackTimeoutMs: r.int('KAFKA_WRITE_ACK_TIMEOUT_MS', { path: 'kafka.writes.ackTimeoutMs', default: 30_000, min: 100, doc: 'a try of such a write not acknowledged by all in-sync replicas by then counts as failed' }),
+    },
   };
 }
 

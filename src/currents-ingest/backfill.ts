@@ -27,7 +27,7 @@ export async function backfill(files: string[], config: GatewayConfig, logger: L
   const kafka = createKafka(config.kafka, logger, '-backfill');
   const producer = kafka.producer({ allowAutoTopicCreation: true });
   await producer.connect();
-  const batching = new BatchingProducer(producer, logger, { name: 'backfill', lingerMs: 5, maxBatch: 2_000, maxInFlight: 4, maxAttempts: 5, retryBaseMs: 500, ackTimeoutMs: 30_000 });
+  const batching = new BatchingProducer(producer, logger, { name: 'backfill', lingerMs: 5, maxBatch: 2_000, maxInFlight: 4, maxAttempts: 5, ...config.kafka.writes });
   const metrics = new Metrics({ defaultMetrics: false });
   const deadLetters = new DeadLetterWriter(batching, config.topics.deadLetter, logger, metrics);
   const report: BackfillReport = { files: 0, events: 0, stored: 0, deadLettered: 0, failedFiles: [] };

@@ -24,8 +24,10 @@ export async function buildCurrentsIngest(ctx: LegContext): Promise<BuiltLeg | u
       lingerMs: 2,
       maxBatch: 2_000,
       maxInFlight: 4,
+      // the request path: one quick second try, then Braze is answered 503 and retries itself
       maxAttempts: 2,
       retryBaseMs: 100,
+      retryMaxMs: 100,
       ackTimeoutMs: config.currents.ackTimeoutMs,
     },
     logger,

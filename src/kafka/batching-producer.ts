@@ -1,5 +1,7 @@
 import type { Message, Producer } from 'kafkajs';
 import type { Logger } from '../observability/logger.js';
+import { systemClock, type Clock } from '../clock.js';
+import { DestinationBackoff } from '../delivery/backoff.js';
 
 interface Pending {
   topic: string;
@@ -25,10 +27,13 @@ export interface BatchingProducerOptions {
   maxInFlight: number;
   /** tries before a send is rejected; Infinity for writes that must never give up */
   maxAttempts: number;
+  /** the back-off between tries (the shared policy: exponential with equal jitter, one step per wave of failures) */
   retryBaseMs: number;
+  retryMaxMs: number;
   /** reject a try that has not been acknowledged by then */
   ackTimeoutMs: number;
   name: string;
+  clock?: Clock;
 }
 
 /**
@@ -42,12 +47,16 @@ export class BatchingProducer implements MessageWriter {
   private inFlight = 0;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  // Kafka is a destination like the others: requests failing together are one back-off step.
+  private readonly backoff: DestinationBackoff;
 
   constructor(
     private readonly producer: Producer,
     private readonly logger: Logger,
     private readonly o: BatchingProducerOptions,
-  ) {}
+  ) {
+    this.backoff = new DestinationBackoff({ baseMs: o.retryBaseMs, maxMs: o.retryMaxMs, stopRetryMs: o.retryMaxMs }, o.clock ?? systemClock);
+  }
 
   send(topic: string, messages: Message[]): Promise<void> {
     if (messages.length === 0) return Promise.resolve();
@@ -93,18 +102,23 @@ export class BatchingProducer implements MessageWriter {
     }
     const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
     for (let attempt = 1; ; attempt++) {
+      // a wave that failed earlier holds every write until its back-off has passed
+      const wait = this.backoff.waitMs();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const ticket = this.backoff.begin();
       try {
         await withTimeout(this.producer.sendBatch({ acks: -1, topicMessages }), this.o.ackTimeoutMs, `${this.o.name}: no acknowledgement within ${this.o.ackTimeoutMs} ms`);
+        this.backoff.onSuccess();
         for (const p of batch) p.resolve();
         return;
       } catch (err) {
         const e = err instanceof Error ? err : new Error(String(err));
+        this.backoff.onFailure(ticket);
         if (attempt >= this.o.maxAttempts || this.closed) {
           for (const p of batch) p.reject(e);
           return;
         }
         if (attempt === 1 || attempt % 10 === 0) this.logger.error({ err: e.message, attempt, producer: this.o.name }, 'Kafka write failed; retrying');
-        await new Promise((r) => setTimeout(r, Math.min(30_000, this.o.retryBaseMs * 2 ** Math.min(attempt - 1, 8))));
       }
     }
   }

@@ -20,7 +20,7 @@ function producer(bootstrap: string) {
     logLevel: 'silent',
     clientSuffix: '-test',
     retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1_000 },
-    batching: { name: 'test', lingerMs: 2, maxBatch: 2_000, maxInFlight: 4, maxAttempts: 2, retryBaseMs: 100, ackTimeoutMs: 5_000 },
+    batching: { name: 'test', lingerMs: 2, maxBatch: 2_000, maxInFlight: 4, maxAttempts: 2, retryBaseMs: 100, retryMaxMs: 100, ackTimeoutMs: 5_000 },
     logger: log.logger,
     restartDelayMs: 200,
   });
@@ -83,7 +83,7 @@ describe('POST /currents on the worker producer', () => {
     const kafkaProducer = testKafka(broker.cluster.bootstrap).producer();
     await kafkaProducer.connect();
     broker.cleanups.push(() => kafkaProducer.disconnect());
-    const dlq = new BatchingProducer(kafkaProducer, log.logger, { name: 'dlq', lingerMs: 2, maxBatch: 100, maxInFlight: 1, maxAttempts: 2, retryBaseMs: 100, ackTimeoutMs: 5_000 });
+    const dlq = new BatchingProducer(kafkaProducer, log.logger, { name: 'dlq', lingerMs: 2, maxBatch: 100, maxInFlight: 1, maxAttempts: 2, retryBaseMs: 100, retryMaxMs: 100, ackTimeoutMs: 5_000 });
     const app = Fastify();
     broker.cleanups.push(() => app.close());
     await app.register(
