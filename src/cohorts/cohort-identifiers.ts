@@ -93,6 +93,23 @@ export function resolveMember(m: MemberInput, rules: readonly CohortIdRule[], op
   return { ok: false, reason: why.join('+') || 'no_rules' };
 }
 
+/**
+ * Every member key the member can be held under: one per rule it has a usable value for, in rule
+ * order (the first is resolveMember's key). A webhook user carries all its identifiers, so a push
+ * can find the key a member was delivered under before it was identified (an alias) even though
+ * it now resolves to another one (the user id).
+ */
+export function memberKeys(m: MemberInput, rules: readonly CohortIdRule[], opts: { partner?: boolean } = {}): string[] {
+  const keys: string[] = [];
+  for (const rule of rules) {
+    const v = sourceValue(m, rule.source);
+    if (v === undefined || v.length > 255 || (opts.partner && !partnerSupports(rule.target))) continue;
+    const k = identifierKey(rule.target, v);
+    if (!keys.includes(k)) keys.push(k);
+  }
+  return keys;
+}
+
 export function identifierKey(t: IdentifierTarget, value: string): string {
   switch (t.kind) {
     case 'external_id':

@@ -25,7 +25,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { AmplitudeCohortApi, CohortApiError, type CohortMeta } from './amplitude-cohort-api.js';
 import { PartnerClient, WriteFailure, partnerMembershipTransport, trackMembershipTransport, writeAll, type TrackPort, type Transport, type WriteResult } from './braze-membership.js';
 import type { Cadence, CohortSettings, CohortSyncSpec } from './cohort-config.js';
-import { resolveMember, type MemberInput } from './cohort-identifiers.js';
+import { memberKeys, resolveMember, type MemberInput } from './cohort-identifiers.js';
 import { CohortStore, type StoredPush } from './cohort-store.js';
 import { CsvRowParser, cohortColumns, type CohortColumns } from './csv.js';
 import { MemberSet, MemberSetBuilder, applyChange, diffMembers, keysAt } from './member-set.js';
@@ -141,6 +141,9 @@ function monthOf(ms: number): string {
   return new Date(ms).toISOString().slice(0, 7);
 }
 
+/** the shared values of trait rows that carry none (TRAIT_COMPUTATIONS alone): one object, not one per member */
+const NO_VALUES: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
 const EXPORT_LINK_LIFETIME_MS = 7 * 24 * 3_600_000;
 /** push deltas recorded on top of a snapshot before a full snapshot folds them in */
 const FOLD_EVERY = 200;
@@ -249,6 +252,17 @@ class SyncRunner {
         await store.setPendingRequest(this.key, undefined);
         pending = undefined;
       }
+      // a `once` sync delivered its export: later runs (a restart's) neither export again nor
+      // notify, whether or not the cohort moved since
+      if (!pending && snap && this.spec.cadence === 'once') {
+        r.result = 'skipped';
+        r.skippedBecause = 'once_done';
+        r.finishedAtMs = d.clock.now();
+        this.state = 'synced';
+        this.health.recordSuccess(0);
+        this.o.metrics.runs.inc({ connector: this.name, result: 'skipped' });
+        return r;
+      }
       if (!pending && snap && snap.meta.lastComputedMs === cohort.lastComputedMs && snap.meta.lastModMs === cohort.lastModMs) {
         r.result = 'skipped';
         r.skippedBecause = 'unchanged';
@@ -261,13 +275,6 @@ class SyncRunner {
           d.notifier?.notify({ event: 'run_succeeded', subject: this.name, text: `Cohort ${cohort.name} (${cohort.id}) checked: unchanged since ${new Date(cohort.lastComputedMs).toISOString()}, nothing to send (${snap.members.size} members in Braze).`, details: { ...this.details(r), unchanged: true }, atMs: r.finishedAtMs });
         }
         this.lastRunFailed = false;
-        return r;
-      }
-      if (!pending && snap && this.spec.cadence === 'once') {
-        r.result = 'skipped';
-        r.skippedBecause = 'once_done';
-        r.finishedAtMs = d.clock.now();
-        this.state = 'synced';
         return r;
       }
       let requestId: string;
@@ -432,6 +439,7 @@ class SyncRunner {
       const unidentified: Record<string, number> = {};
       const traitRows: TraitRow[] = [];
       const traitNames = this.o.settings.traits.properties;
+      const wantTraits = this.o.traits !== undefined;
       let columns: CohortColumns | undefined;
       const rules = this.spec.identifiers;
       const partner = settings.transport === 'partner';
@@ -447,13 +455,19 @@ class SyncRunner {
         const res = resolveMember(m, rules, { partner });
         if (res.ok) builder.add(res.key);
         else unidentified[res.reason] = (unidentified[res.reason] ?? 0) + 1;
-        if (traitNames.length > 0 && m.userId) {
-          const values: Record<string, string> = {};
+        // every member with a user id is a trait row when traits or computations are configured:
+        // with TRAIT_COMPUTATIONS alone a row carries no value, but it is whose computations the
+        // User Profile API is asked for
+        if (wantTraits && m.userId) {
+          let values: Record<string, string> = NO_VALUES;
           for (const t of traitNames) {
             const v = props?.get(t);
-            if (v !== undefined) values[t] = v;
+            // "" is how the export writes a property the user does not have: never sent
+            if (v === undefined || v === '') continue;
+            if (values === NO_VALUES) values = {};
+            values[t] = v;
           }
-          traitRows.push({ userId: m.userId, values, lastUsed: props?.get('last_used') });
+          traitRows.push({ userId: m.userId, values, lastUsed: props?.get('last_used') || undefined });
         }
       });
       try {
@@ -469,6 +483,27 @@ class SyncRunner {
       }
     }
     throw new RunError('retryable', `the export file could not be downloaded in ${settings.downloadAttempts} attempts (${describeError(lastErr)}); its request id is kept for the next run`);
+  }
+
+  /**
+   * The TRAIT_PROPERTIES a webhook batch carries (where the destination's template adds user
+   * properties), sent like an export's: only what changed. Computations are left to the pulls (one
+   * Profile API call per user would hold the webhook's queue). After the membership is stored, and
+   * never failing it: a batch is not applied twice for its traits, the next one or pull sends them.
+   */
+  private async pushTraits(traits: TraitSync, p: StoredPush, r: RunReport, log: Logger): Promise<void> {
+    const rows: TraitRow[] = [];
+    for (const u of p.users) {
+      if (!u.user_id || !u.properties) continue;
+      const lastUsed = u.properties.last_used;
+      rows.push({ userId: u.user_id, values: u.properties, lastUsed: typeof lastUsed === 'string' && lastUsed !== '' ? lastUsed : undefined });
+    }
+    if (rows.length === 0) return;
+    try {
+      r.traitsSent = await traits.sync(rows, this.o.d.clock.now(), { computations: false });
+    } catch (err) {
+      log.warn({ err: describeError(err) }, 'traits of a webhook batch not sent; its membership was delivered, the next push or pull sends them');
+    }
   }
 
   /** Applies one stored webhook batch. Throws when Braze refused it (the batch stays stored). */
@@ -491,19 +526,45 @@ class SyncRunner {
       r.finishedAtMs = d.clock.now();
       return r;
     }
-    const keys: string[] = [];
+    // Each member is looked up under every identifier it carries, not only the one it resolves to
+    // now: a user delivered under their device alias and identified since resolves to `e:<user_id>`,
+    // and the pull path's full diff would remove the alias; a push must do the same, or the alias
+    // stays in the cohort in Braze. An enter adds the member's current key and removes any older
+    // key the snapshot holds it under; an exit removes whichever keys the snapshot holds.
+    const addSet = new Set<string>();
+    const removeSet = new Set<string>();
+    const seen = new Set<string>();
+    const changedMembers = new Set<string>();
     const partner = this.o.settings.transport === 'partner';
     for (const u of p.users) {
-      const res = resolveMember({ userId: u.user_id, deviceId: u.device_id, amplitudeId: u.amplitude_id, properties: u.properties }, this.spec.identifiers, { partner });
-      if (res.ok) keys.push(res.key);
-      else r.unidentified[res.reason] = (r.unidentified[res.reason] ?? 0) + 1;
+      const m: MemberInput = { userId: u.user_id, deviceId: u.device_id, amplitudeId: u.amplitude_id, properties: u.properties };
+      const res = resolveMember(m, this.spec.identifiers, { partner });
+      if (!res.ok) {
+        r.unidentified[res.reason] = (r.unidentified[res.reason] ?? 0) + 1;
+        continue;
+      }
+      // a member listed twice (say with two device ids) is one member; each listing's keys count
+      let changed = false;
+      if (p.inCohort && !snap.members.has(res.key)) {
+        addSet.add(res.key);
+        changed = true;
+      }
+      for (const k of memberKeys(m, this.spec.identifiers, { partner })) {
+        if (p.inCohort && k === res.key) continue;
+        if (snap.members.has(k)) {
+          removeSet.add(k);
+          changed = true;
+        }
+      }
+      if (changed) changedMembers.add(res.key);
+      else seen.add(res.key);
     }
     for (const [reason, n] of Object.entries(r.unidentified)) this.o.metrics.skipped.inc({ connector: this.name, reason: `unidentified:${reason}` }, n);
-    const uniq = [...new Set(keys)];
+    // a key another member of this batch enters under is never removed by it
+    const adds = [...addSet];
+    const removes = [...removeSet].filter((k) => !addSet.has(k));
     // an enter of a member already delivered, or an exit of one never delivered, changes nothing
-    const adds = p.inCohort ? uniq.filter((k) => !snap.members.has(k)) : [];
-    const removes = p.inCohort ? [] : uniq.filter((k) => snap.members.has(k));
-    r.unchanged = uniq.length - adds.length - removes.length;
+    r.unchanged = [...seen].filter((k) => !changedMembers.has(k)).length;
     try {
       const written = await this.o.write(this, adds, removes, this.cohortName ?? snap.meta.cohortName ?? this.spec.cohortId, r);
       const members = applyChange(snap.members, written.addsAccepted, written.removesAccepted);
@@ -514,6 +575,7 @@ class SyncRunner {
       }
       await store.dropPush(p.cohortId, p.messageId);
       this.o.metrics.members.set({ connector: this.name }, members.size);
+      if (this.o.traits) await this.pushTraits(this.o.traits, p, r, log);
       r.finishedAtMs = d.clock.now();
       this.health.recordSuccess(written.addsAccepted.length + written.removesAccepted.length);
       this.o.metrics.runs.inc({ connector: this.name, result: 'success' });
@@ -654,11 +716,13 @@ class Owner {
       settings.partner && braze
         ? new PartnerClient({ restEndpoint: braze.restEndpoint, partnerApiKey: settings.partner.apiKey, dataImportKey: settings.partner.dataImportKey, partnerName: settings.partner.partnerName, requestTimeoutMs: braze.requestTimeoutMs })
         : undefined;
-    this.propKeys = [...new Set([...settings.traits.properties, ...(settings.traits.properties.length > 0 ? ['last_used'] : []), ...propertySources(settings)])];
-    this.traits =
-      settings.traits.properties.length > 0 || settings.traits.computations.length > 0
-        ? new TraitSync({ settings: settings.traits, amplitude: amp, braze: d.braze, maxPerRequest: this.maxPerRequest(), store: this.store, logger: d.logger.child({ component: 'traits' }), sleep: d.sleep ?? realSleep, writeOptions: this.writeOptions() })
-        : undefined;
+    // last_used comes with any trait sync, computations included: the 90-day filter is applied
+    // to the export's rows before a User Profile API call is spent on an inactive user
+    const traitsOn = settings.traits.properties.length > 0 || settings.traits.computations.length > 0;
+    this.propKeys = [...new Set([...settings.traits.properties, ...(traitsOn ? ['last_used'] : []), ...propertySources(settings)])];
+    this.traits = traitsOn
+      ? new TraitSync({ settings: settings.traits, amplitude: amp, braze: d.braze, maxPerRequest: this.maxPerRequest(), store: this.store, logger: d.logger.child({ component: 'traits' }), sleep: d.sleep ?? realSleep, writeOptions: this.writeOptions() })
+      : undefined;
     for (const spec of settings.syncs) this.runners.set(spec.cohortId, new SyncRunner(spec, this));
   }
 
@@ -842,10 +906,12 @@ export function buildCohortSync(d: CohortSyncDeps): CohortSync {
         r.closed = true;
         if (r.timer) clearTimeout(r.timer);
       }
+      // first: a run fetching computations stops doing so, or its runner's chain would hold the close
+      const traitsClosed = o.traits?.close();
       await Promise.all([...o.runners.values()].map((r) => r.chain));
       await o.api?.close();
       await o.partner?.close();
-      await o.traits?.close();
+      await traitsClosed;
     },
     ready: () => loaded,
     runNow: (cohortId) => {

@@ -1,6 +1,6 @@
 /**
  * Notifications received by a local webhook (a plain HTTP server) and a local SMTP server
- * (smtp-server): a scheduled run's success and failure, a connector turning failing, and a
+ * (smtp-server): a scheduled run's success and failure, a connector turning failing or expired, and a
  * notification that cannot be sent is logged and counted without blocking the sync.
  */
 import { createServer, type Server } from 'node:http';
@@ -11,6 +11,8 @@ import { createNotifier, type Notifier } from '../../src/health/notify.js';
 import { watchConnectorStates } from '../../src/health/notify-watch.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { loadConfig } from '../../src/config/config.js';
+import { ManualClock } from '../../src/clock.js';
+import { HealthRegistry } from '../../src/health/connector-health.js';
 import { memoryLogger, useMockCluster, waitFor } from '../support/harness.js';
 import { members, startCohortRig } from '../support/cohort-harness.js';
 
@@ -130,5 +132,43 @@ describe('notifications', () => {
     expect(await metrics.value('gateway_notifications_total', { channel: 'webhook', result: 'failed' })).toBe(1);
     expect(await metrics.value('gateway_notifications_total', { channel: 'email', result: 'failed' })).toBe(1);
     expect(lines().filter((l) => l.msg === 'a notification could not be sent; the sync goes on').map((l) => l.channel).sort()).toEqual(['email', 'webhook']);
+  });
+
+  it('a connector turning expired is notified once, to the webhook and the mailbox, and its recovery after', async () => {
+    const rx = await startReceivers();
+    ctx.cleanups.push(() => rx.close());
+    const { logger } = memoryLogger('silent');
+    const metrics = new Metrics({ defaultMetrics: false });
+    const notifier = createNotifier(loadConfig({ KAFKA_BROKERS: 'x:1', NOTIFY_WEBHOOK_URL: rx.webhookUrl, NOTIFY_SMTP_URL: rx.smtpUrl, NOTIFY_EMAIL_TO: 'ops@example.com' }).notify, { metrics, logger });
+    ctx.cleanups.push(() => notifier.close());
+    const clock = new ManualClock(Date.UTC(2026, 10, 30, 12, 0));
+    const health = new HealthRegistry(clock);
+    const amplitude = health.connector('amplitude', 'amplitude');
+    amplitude.recordSuccess(10);
+    const watch = watchConnectorStates(health, notifier, 60_000);
+    ctx.cleanups.push(async () => watch.stop());
+
+    // the drop window moved the connector's pending events to the dead-letter topic
+    clock.advance(3_600_000);
+    amplitude.markExpired();
+    watch.check();
+    watch.check();
+    await notifier.idle();
+    const expired = rx.got.hooks.filter((h) => h.event === 'connector_expired');
+    expect(expired).toHaveLength(1);
+    expect(expired[0]).toMatchObject({ subject: 'amplitude', details: { state: 'expired', previous: 'idle' } });
+    expect(String(expired[0]!.text)).toMatch(/expired: .*dead-letter topic.*replay --reason drop_window_expired/);
+    await waitFor(() => rx.got.mails.length, (n) => n === 1, 5_000, 'the e-mail');
+    expect(rx.got.mails[0]).toMatch(/To: ops@example.com/);
+    expect(rx.got.mails[0]).toMatch(/expired/);
+
+    // delivering again ends the expiry: notified as a recovery, once
+    amplitude.recordSuccess(1);
+    watch.check();
+    watch.check();
+    await notifier.idle();
+    expect(rx.got.hooks.map((h) => h.event)).toEqual(['connector_expired', 'sync_recovered']);
+    expect(rx.got.hooks[1]).toMatchObject({ subject: 'amplitude', details: { previous: 'expired' } });
+    expect(await metrics.value('gateway_notifications_total', { channel: 'webhook', result: 'sent' })).toBe(2);
   });
 });

@@ -1,7 +1,8 @@
 /**
  * POST /cohorts, Amplitude's cohort webhook destination: token on every request, batches stored in
  * Kafka before the 2xx, applied in order, a repeated message_id applied once, hostile and oversized
- * bodies refused with 4xx, and a realtime sync's failure and recovery notified.
+ * bodies refused with 4xx, a realtime sync's failure and recovery notified, and a member identified
+ * since it entered removed under the identifier it was added under.
  */
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
@@ -114,5 +115,35 @@ describe('POST /cohorts (cohort webhook)', () => {
     await waitFor(() => notes.filter((n) => n.event === 'sync_recovered').length, (n) => n === 1, 10_000, 'the recovery');
     await r.sync.pushesSettled();
     expect(brazeChanges(r.braze, COHORT)).toContain('remove e:a-1');
+  });
+
+  it('a user identified since: an exit or a new enter removes them under the identifier they were added under', async () => {
+    const r = await startCohortRig(ctx.cluster, { env: { COHORT_SYNCS: `${COHORT}:realtime` } });
+    ctx.cleanups.push(() => r.close());
+    const alias = (d: string) => `a:${JSON.stringify({ alias_label: 'amplitude_device_id', alias_name: d })}`;
+    const send = async (messageId: string, inCohort: boolean, users: Array<Record<string, string>>) => {
+      r.braze.reset();
+      expect((await r.post('/cohorts', { ...batch(messageId, inCohort, []), users })).status).toBe(200);
+      await r.sync.pushesSettled();
+      return brazeChanges(r.braze, COHORT);
+    };
+    // three anonymous members enter under their device alias
+    expect((await send('i-1', true, [{ device_id: 'dev-1' }, { device_id: 'dev-2' }, { device_id: 'dev-3' }])).sort()).toEqual([alias('dev-1'), alias('dev-2'), alias('dev-3')].map((k) => `add ${k}`).sort());
+
+    // dev-1 is identified and re-enters with its user id: added under the new identifier, removed under the old
+    expect(await send('i-2', true, [{ user_id: 'u-1', device_id: 'dev-1' }])).toEqual([`remove ${alias('dev-1')}`, 'add e:u-1']);
+    // dev-2 is identified and leaves: removed under the alias it is held under
+    expect(await send('i-3', false, [{ user_id: 'u-2', device_id: 'dev-2' }])).toEqual([`remove ${alias('dev-2')}`]);
+    expect((await r.status()).syncs[0]).toMatchObject({ members: 2 });
+    // u-1 leaves (its webhook user still carries the device id): the one key it is held under goes
+    expect(await send('i-4', false, [{ user_id: 'u-1', device_id: 'dev-1' }])).toEqual(['remove e:u-1']);
+    // an enter of a member held under its current key changes nothing
+    expect(await send('i-5', true, [{ device_id: 'dev-3' }])).toEqual([]);
+
+    // the snapshot holds exactly the remaining alias, also after a restart
+    await r.restart();
+    expect((await r.status()).syncs[0]).toMatchObject({ members: 1 });
+    expect(await send('i-6', false, [{ user_id: 'u-3', device_id: 'dev-3' }])).toEqual([`remove ${alias('dev-3')}`]);
+    expect((await r.status()).syncs[0]).toMatchObject({ members: 0 });
   });
 });
