@@ -30,7 +30,7 @@ import type { BrazeAttributes, BrazeAttributeValue } from './braze-types.js';
 /** One attributes object's effect on the state, handed back to `confirm` or `release`. */
 export interface AttributeWrite {
   readonly userKey: string;
-  /** flat triples: name hash, value hash, event time; value hash NaN means "removed from the state" */
+  /** flat triples: name hash, value hash, event time; value hash UNKNOWN (-1): an operation (`inc`, `add`, `remove`) left the value unknown */
   readonly entries: number[];
   /** the object carried `_update_existing_only: false` to create the (alias-only) profile */
   readonly creates: boolean;
@@ -82,6 +82,14 @@ const NON_ATTRIBUTE_KEYS: ReadonlySet<string> = new Set([
 const STRIDE = 6;
 const F_ONCE = 1;
 const NONE = Number.NaN;
+/**
+ * The value hash of an attribute an operation (`inc`, `add`, `remove`) wrote last: its value is
+ * not known here, but the time it was written from is, so an older event's plain value is still
+ * refused while any newer one (even equal to the last known value) is sent. Hashes are 0..2^53-1,
+ * so -1 never equals one; it is stored like any hash, so the record format stays as it was (a
+ * record written before this existed simply has no entry for such an attribute).
+ */
+const UNKNOWN = -1;
 
 class UserRecord {
   /** STRIDE numbers per attribute; a plain array of doubles (V8 keeps them unboxed, in the heap) */
@@ -138,7 +146,8 @@ export class AttributeState {
    * Leaves out of `attrs` every attribute that need not be sent (see `attributes` of the result),
    * and records the rest as sent (in the latest layer). `setOnceKeys`: attributes that came from `$setOnce` (sent only when this
    * user has no value recorded for them). Atomic operations (`inc`, `add`, `remove`) are always
-   * sent and make the stored value unknown, so the next plain value is sent again.
+   * sent and make the stored value unknown but keep its time, so the next plain value is sent
+   * again unless its event is older than the operation's.
    */
   filter(userKey: string, attrs: BrazeAttributes, eventTimeMs: number, setOnceKeys?: ReadonlySet<string>, creates = false): AttributeFilterResult {
     const rec = this.touch(userKey, true)!;
@@ -173,10 +182,16 @@ export class AttributeState {
         continue;
       }
       if (isOperation(value)) {
-        // Not a value: always sent; afterwards the stored value is unknown.
-        if (at >= 0) rec.remove(at);
-        entries.push(nameHash, NONE, eventTimeMs);
-        rec.dirty = true;
+        // Not a value: always sent (an increment from an older event still happened). Afterwards
+        // the value is unknown, but the time stays (the later of the two), so that an event older
+        // than this one cannot write a plain value over it.
+        if (at < 0) at = rec.add(nameHash);
+        const slots = rec.slots;
+        const lt = slots[at + 2]!;
+        const t = Number.isNaN(lt) || eventTimeMs > lt ? eventTimeMs : lt;
+        slots[at + 1] = UNKNOWN;
+        slots[at + 2] = t;
+        entries.push(nameHash, UNKNOWN, t);
         (keptKeys ??= []).push(key);
         kept++;
         continue;
@@ -232,7 +247,6 @@ export class AttributeState {
       const nameHash = e[i]!;
       const h = e[i + 1]!;
       const t = e[i + 2]!;
-      if (Number.isNaN(h)) continue; // an operation: already removed
       let at = rec.find(nameHash);
       if (at < 0) {
         // Evicted or restored meanwhile: the write still happened.
@@ -272,6 +286,8 @@ export class AttributeState {
       // Only when the attribute still holds the refused value (a later event may have moved its
       // clock without sending anything); a different value recorded since stays.
       if (slots[at + 1] !== e[i + 1]) continue;
+      // Every operation has the same (unknown) hash: the time tells a later one, still in flight, apart.
+      if (e[i + 1] === UNKNOWN && slots[at + 2] !== e[i + 2]) continue;
       if (Number.isNaN(slots[at + 3]!)) {
         rec.remove(at);
       } else {
@@ -412,7 +428,8 @@ export class AttributeState {
 
 // ---------------------------------------------------------------------------------------------
 // Record encoding (format 1): u8 version, u8 flags (1: created), u16 count, then per attribute
-// f64 name hash, f64 value hash, f64 event time, u8 flags (1: set once). Only confirmed values.
+// f64 name hash, f64 value hash (-1: written by an operation, value unknown), f64 event time,
+// u8 flags (1: set once). Only confirmed values.
 
 const RECORD_VERSION = 1;
 const ENTRY_BYTES = 25;

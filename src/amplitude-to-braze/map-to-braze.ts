@@ -66,6 +66,7 @@ export type AdjustmentRule =
   | 'quantity_not_integer'
   | 'quantity_below_1'
   | 'quantity_over_100'
+  | 'purchases_over_1000'
   | 'currency_invalid'
   | 'negative_revenue_not_purchase'
   | 'product_invalid'
@@ -88,9 +89,15 @@ export type MapResult =
        * even with no attribute at all until Braze has accepted one such object for the user: it
        * creates the alias-only profile. It must travel in the same request as `event` and
        * `purchases` (Braze processes a request's attributes before its events and purchases).
+       * Until then `event` and `purchases` carry `_update_existing_only: false` too, so that they
+       * create the profile themselves should Braze refuse this object.
        */
       attributes?: BrazeAttributes;
-      /** several when a quantity over 100 is split, or one per entry of a `products` array */
+      /**
+       * several when a quantity over 100 is split, or one per entry of a `products` array; at most
+       * MAX_PURCHASES_PER_EVENT. They may be more than one request holds: the leg then sends the
+       * event's objects in several requests (braze-leg.ts).
+       */
       purchases: BrazePurchase[];
       adjustments: Adjustment[];
       /**
@@ -134,6 +141,13 @@ export const MAX_NESTED_PAYLOAD_BYTES = 50_000;
 /** Braze's per-attribute ceiling for string arrays (the default is 25; 100 is the most it allows). */
 export const MAX_STRING_ARRAY_LENGTH = 100;
 export const MAX_PURCHASE_QUANTITY = 100;
+/**
+ * Most purchase objects one event becomes (quantity splits and `products` entries together):
+ * 100,000 units at 100 per object. Not a Braze limit: the gateway's guard against an absurd
+ * quantity (1e12 would be ten billion objects, and 1e308 never gets smaller by subtracting 100).
+ * What lies beyond is counted (`purchases_over_1000`) and not sent.
+ */
+export const MAX_PURCHASES_PER_EVENT = 1_000;
 
 /**
  * Amplitude event types that are not user actions. `$identify` carries only user-property
@@ -296,10 +310,18 @@ export function createOutboundMapper(cfg: OutboundMappingConfig, opts: OutboundM
     let event: BrazeEvent | undefined;
     const purchases: BrazePurchase[] = [];
     if (!isIdentify) {
+      // While the alias-only profile may still need creating, the event and the purchases say so
+      // too: each can then create the profile on its own, so they are not silently dropped when
+      // Braze refuses the attributes object (for one bad attribute, say).
+      const objectFlag = createProfile ? false : updateExistingOnly;
+      const objectFlagSize = objectFlag === undefined ? 0 : 30;
       const time = new Date(ev.timeMs).toISOString();
       const products = ev.products !== undefined && ev.products.length > 0 ? ev.products : undefined;
       const hasRevenue = ev.revenue !== undefined || ev.price !== undefined || products !== undefined;
       const negative = products === undefined && hasRevenue && isNegativeRevenue(ev);
+      // Refunds inside a products list are no purchases either (buildProductPurchases leaves them
+      // out); like a top-level refund, they travel on the event, in its revenue fields.
+      const productRefund = products !== undefined && revenueAsPurchase && products.some(isRefundEntry);
 
       let properties: JsonObject | undefined;
       let propertiesSize = 0;
@@ -315,27 +337,31 @@ export function createOutboundMapper(cfg: OutboundMappingConfig, opts: OutboundM
         // A refund is not a purchase: Braze would record a purchase with a negative price.
         adjustments.push({ kind: negativeAsEvent ? 'replaced' : 'dropped', target: 'purchase', key: 'revenue', rule: 'negative_revenue_not_purchase' });
       }
-      if (hasRevenue && (!revenueAsPurchase || (negative && negativeAsEvent))) {
+      let eventProperties = properties;
+      let eventPropertiesSize = propertiesSize;
+      if (hasRevenue && (!revenueAsPurchase || ((negative || productRefund) && negativeAsEvent))) {
         // Without a purchase object the revenue would vanish (top-level fields in the ingest
         // shape, dropped `$` keys in the export shape), so it travels as plain event properties.
-        properties ??= {};
-        propertiesSize += addRevenueProperties(ev, properties, adjustments);
+        // With the purchases of a products list that holds refunds, the event gets its own copy:
+        // the purchases keep the event's properties without the order's revenue fields.
+        eventProperties = productRefund && properties !== undefined ? { ...properties } : (properties ?? {});
+        eventPropertiesSize += addRevenueProperties(ev, eventProperties, adjustments);
       }
 
       event = newEvent(identifier, eventType, time);
       if (appId !== undefined) event.app_id = appId;
-      if (properties !== undefined) event.properties = properties;
-      if (updateExistingOnly !== undefined) event._update_existing_only = updateExistingOnly;
+      if (eventProperties !== undefined) event.properties = eventProperties;
+      if (objectFlag !== undefined) event._update_existing_only = objectFlag;
       size +=
-        identifierSize + flagSize + eventType.length + 44 /* name, time and punctuation */ +
-        (appId === undefined ? 0 : appId.length + 11) + (properties === undefined ? 0 : propertiesSize + 13);
+        identifierSize + objectFlagSize + eventType.length + 44 /* name, time and punctuation */ +
+        (appId === undefined ? 0 : appId.length + 11) + (eventProperties === undefined ? 0 : eventPropertiesSize + 13);
 
       // With a purchase, the custom event is still sent: campaigns and segments key on the event
       // name ('Order Completed'), and Braze plans to phase purchases out in favour of custom
       // events (reference §5), so the event is the part that keeps working either way.
       if (hasRevenue && revenueAsPurchase && !negative) {
         const currency = normalizeCurrency(ev.currency, defaultCurrency, 'currency', adjustments);
-        if (products !== undefined) buildProductPurchases(products, ev, identifier, time, currency, defaultCurrency, purchases, adjustments);
+        if (products !== undefined) buildProductPurchases(products, ev, identifier, time, currency, defaultCurrency, negativeAsEvent, purchases, adjustments);
         else buildPurchases(ev, identifier, time, currency, purchases, adjustments);
         // Purchases carry the same (already checked) properties object: the rules are the same, so
         // the same drops apply and are reported against them too. Per-product purchases leave the
@@ -356,9 +382,9 @@ export function createOutboundMapper(cfg: OutboundMappingConfig, opts: OutboundM
         for (const purchase of purchases) {
           if (appId !== undefined) purchase.app_id = appId;
           if (purchaseProps !== undefined) purchase.properties = purchaseProps;
-          if (updateExistingOnly !== undefined) purchase._update_existing_only = updateExistingOnly;
+          if (objectFlag !== undefined) purchase._update_existing_only = objectFlag;
           size +=
-            identifierSize + flagSize + purchase.product_id.length + purchase.currency.length + 110 +
+            identifierSize + objectFlagSize + purchase.product_id.length + purchase.currency.length + 110 +
             (appId === undefined ? 0 : appId.length + 11) + (purchaseProps === undefined ? 0 : purchasePropsSize + 13);
         }
       }
@@ -599,7 +625,21 @@ function buildPurchases(
   pushSplit(out, identifier, productId, currency, price, quantity, time, 'quantity', adjustments);
 }
 
-/** One purchase per entry of a `products` list (each split as needed); entries without a price are counted and left out. */
+/**
+ * A refund entry of a `products` list: its unit price (its price, else its revenue ÷ a quantity of
+ * at least 1, the same sign) is negative. The same reading as buildProductPurchases.
+ */
+function isRefundEntry(p: JsonValue): boolean {
+  if (!isJsonObject(p)) return false;
+  const n = readNumber(p['price'] ?? p['$price']) ?? readNumber(p['revenue'] ?? p['$revenue']);
+  return n !== undefined && n < 0;
+}
+
+/**
+ * One purchase per entry of a `products` list (each split as needed); entries without a price are
+ * counted and left out, and so are refunds (`replaced` when they travel on the event, see
+ * OUTBOUND_NEGATIVE_REVENUE_AS, else `dropped`).
+ */
 function buildProductPurchases(
   products: JsonValue[],
   ev: AmplitudeInEvent,
@@ -607,6 +647,7 @@ function buildProductPurchases(
   time: string,
   currency: string,
   defaultCurrency: string,
+  refundsOnEvent: boolean,
   out: BrazePurchase[],
   adjustments: Adjustment[],
 ): void {
@@ -625,7 +666,7 @@ function buildProductPurchases(
       continue;
     }
     if (unit < 0) {
-      adjustments.push({ kind: 'dropped', target: 'purchase', key: at, rule: 'negative_revenue_not_purchase' });
+      adjustments.push({ kind: refundsOnEvent ? 'replaced' : 'dropped', target: 'purchase', key: at, rule: 'negative_revenue_not_purchase' });
       continue;
     }
     const id =
@@ -663,7 +704,8 @@ function purchaseProductId(id: string, key: string, adjustments: Adjustment[]): 
 
 /**
  * Braze takes at most 100 per purchase object: a larger quantity becomes several objects of at
- * most 100 at the same unit price, so the total revenue stays what Amplitude recorded.
+ * most 100 at the same unit price, so the total revenue stays what Amplitude recorded. Stops at
+ * MAX_PURCHASES_PER_EVENT objects for the whole event, and counts what is left out.
  */
 function pushSplit(
   out: BrazePurchase[],
@@ -677,9 +719,11 @@ function pushSplit(
   adjustments: Adjustment[],
 ): void {
   if (quantity > MAX_PURCHASE_QUANTITY) adjustments.push({ kind: 'split', target: 'purchase', key, rule: 'quantity_over_100' });
-  for (let left = quantity; left > 0; left -= MAX_PURCHASE_QUANTITY) {
+  let left = quantity;
+  for (; left > 0 && out.length < MAX_PURCHASES_PER_EVENT; left -= MAX_PURCHASE_QUANTITY) {
     out.push(newPurchase(identifier, productId, currency, price, Math.min(left, MAX_PURCHASE_QUANTITY), time));
   }
+  if (left > 0) adjustments.push({ kind: 'truncated', target: 'purchase', key, rule: 'purchases_over_1000' });
 }
 
 // ---------------------------------------------------------------------------------------------

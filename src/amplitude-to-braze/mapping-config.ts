@@ -48,6 +48,8 @@ export interface OutboundMappingConfig {
    * user identified by alias gets an attributes object with `_update_existing_only: false` (before
    * its events, in the same request) so that its alias-only profile exists: for an alias Braze's
    * default is update-only, and events for an unknown alias are accepted and silently dropped.
+   * Until Braze has accepted such an object, that user's events and purchases carry `false` as
+   * well, so each can create the profile even if Braze refuses the attributes object.
    */
   updateExistingOnly?: boolean;
   filter: EventFilter;
@@ -68,7 +70,10 @@ export interface OutboundMappingConfig {
   defaultCurrency: string;
   /**
    * a revenue event with negative revenue (a refund) is never a Braze purchase: `event` sends the
-   * custom event with the revenue fields as properties; `drop` sends the custom event without them
+   * custom event with the revenue fields as properties; `drop` sends the custom event without them.
+   * The same for refund entries of a `products` list (negative price or revenue): with `event` the
+   * custom event carries the revenue fields, the `products` list with the refunds included, while
+   * the other entries still become purchases.
    */
   negativeRevenueAs: 'event' | 'drop';
 }

@@ -131,6 +131,46 @@ describe('right data at Braze (profile-aware stand-in)', () => {
     expect(braze.received.attributes.some((a) => a.plan === 'free')).toBe(false);
   });
 
+  it('an event with more objects than one request holds is delivered whole: quantity 7,600 and 80 products', async () => {
+    const { topics, braze, start } = await setup();
+    const products = Array.from({ length: 80 }, (_, i) => ({ productId: `sku-${i}`, price: 1 + i }));
+    await produce(broker.cluster.bootstrap, topics.events, [
+      { key: 'u-1', value: JSON.stringify({ event_type: 'Seats Bought', user_id: 'u-1', event_time: iso(0), $insert_id: 'seats', price: 2, quantity: 7_600, productId: 'seat' }) },
+      { key: 'dev-9', value: JSON.stringify({ event_type: 'Order Completed', device_id: 'dev-9', event_time: iso(1), $insert_id: 'cart', currency: 'EUR', products, user_properties: { plan: 'free' } }) },
+    ]);
+    const gw = await start();
+    await braze.waitForEvents(2, 20_000);
+    await waitFor(() => gw.metrics.value('gateway_events_delivered_total'), (v) => v === 2, 10_000, 'delivered metric');
+
+    expect(await gw.metrics.value('gateway_events_dead_lettered_total')).toBe(0);
+    // never more than Braze's 75 objects in one request (the stand-in refuses more, as Braze does)
+    expect(braze.stats.maxObjectsInRequest).toBeLessThanOrEqual(75);
+    expect(braze.stats.byStatus[400] ?? 0).toBe(0);
+    expect(braze.stats.silentlyDropped).toBe(0);
+    const seats = braze.profile({ external_id: 'u-1' })?.purchases ?? [];
+    expect(seats).toHaveLength(76);
+    expect(seats.reduce((n, p) => n + Number(p.quantity) * Number(p.price), 0)).toBe(15_200);
+    const cart = braze.profile({ user_alias: { alias_name: 'dev-9', alias_label: ALIAS_LABEL } });
+    expect(cart?.purchases.map((p) => p.product_id)).toEqual(products.map((p) => p.productId));
+    expect(cart?.attributes).toEqual({ plan: 'free' });
+  });
+
+  it("an anonymous user's events are kept when Braze refuses its attributes object", async () => {
+    const { topics, braze, start } = await setup();
+    // one attribute Braze will not take costs the attributes object, the one that creates the profile
+    braze.rejectWhen((o, array) => (array === 'attributes' && o.bad !== undefined ? "'bad' is not valid" : undefined));
+    await produce(broker.cluster.bootstrap, topics.events, [
+      { key: 'dev-1', value: JSON.stringify({ event_type: 'Order Completed', device_id: 'dev-1', event_time: iso(0), $insert_id: 'o1', revenue: 5, productId: 'p', user_properties: { bad: 1 } }) },
+    ]);
+    const gw = await start();
+    await braze.waitForEvents(1, 20_000);
+    await waitFor(() => gw.metrics.value('gateway_events_dead_lettered_total'), (v) => v === 1, 10_000, 'dead-letter metric');
+    expect(braze.stats.silentlyDropped).toBe(0);
+    const profile = braze.profile({ user_alias: { alias_name: 'dev-1', alias_label: ALIAS_LABEL } });
+    expect(profile?.events).toHaveLength(1);
+    expect(profile?.purchases).toHaveLength(1);
+  });
+
   it('a partial reject dead-letters only the refused object, and replay re-sends only that object', async () => {
     const { topics, braze, config, start } = await setup();
     braze.rejectWhen((o, array) => (array === 'purchases' && o.product_id === 'bad-sku' ? "'product_id' is not valid" : undefined));

@@ -121,6 +121,84 @@ describe('AttributeState', () => {
     expect(send(s, 'a', 3, { plan: 'team' })).toEqual({});
   });
 
+  describe('after an operation (inc, add, remove): value unknown, time kept', () => {
+    const T = Date.UTC(2025, 0, 1, 0, 0);
+    const min = (m: number): number => T + m * 60_000;
+    const OLD = Date.UTC(2020, 5, 1);
+
+    it('an older event cannot overwrite the attribute; a newer one, even with the last known value, is sent', () => {
+      const s = new AttributeState();
+      expect(send(s, 'a', min(10), { seats: 5 })).toEqual({ seats: 5 });
+      expect(send(s, 'a', min(11), { seats: { inc: 1 } })).toEqual({ seats: { inc: 1 } });
+      expect(send(s, 'a', OLD, { seats: 1 })).toEqual({});
+      expect(s.stats.stale).toBe(1);
+      expect(send(s, 'a', min(12), { seats: 5 })).toEqual({ seats: 5 });
+      expect(send(s, 'a', min(13), { seats: 5 })).toEqual({});
+    });
+
+    it('holds before Braze confirmed the operation, and for array operations too', () => {
+      const s = new AttributeState();
+      send(s, 'a', min(10), { tags: ['x'] });
+      expect(send(s, 'a', min(11), { tags: { add: ['y'] } }, false)).toEqual({ tags: { add: ['y'] } });
+      expect(send(s, 'a', OLD, { tags: ['old'] }, false)).toEqual({});
+    });
+
+    it('an operation from an older event keeps the newer time', () => {
+      const s = new AttributeState();
+      send(s, 'a', min(20), { seats: 5 });
+      expect(send(s, 'a', min(10), { seats: { inc: 1 } })).toEqual({ seats: { inc: 1 } });
+      expect(send(s, 'a', min(15), { seats: 2 })).toEqual({});
+      expect(send(s, 'a', min(21), { seats: 6 })).toEqual({ seats: 6 });
+    });
+
+    it('survives persistence (snapshot and per-user records)', () => {
+      const s = new AttributeState();
+      send(s, 'a', min(10), { seats: 5 });
+      send(s, 'a', min(11), { seats: { inc: 1 } });
+      const t = new AttributeState();
+      t.restore(s.snapshot());
+      expect(send(t, 'a', OLD, { seats: 1 })).toEqual({});
+      expect(send(t, 'a', min(12), { seats: 5 })).toEqual({ seats: 5 });
+      const u = new AttributeState();
+      u.restoreUser('ext:a', s.encodeUser('ext:a') ?? null);
+      expect(send(u, 'a', OLD, { seats: 1 })).toEqual({});
+    });
+
+    it('a refused operation is released: the confirmed value and its time are back', () => {
+      const s = new AttributeState();
+      send(s, 'a', min(10), { seats: 5 });
+      const op = s.filter('ext:a', attrs('a', { seats: { inc: 1 } }), min(11));
+      s.release(op.write);
+      expect(send(s, 'a', min(12), { seats: 5 })).toEqual({}); // Braze still has 5
+      expect(send(s, 'a', min(9), { seats: 4 })).toEqual({}); // older than the confirmed 5
+    });
+
+    it('$setOnce after an operation is not applied (the attribute has a value)', () => {
+      const s = new AttributeState();
+      send(s, 'a', min(10), { visits: { inc: 1 } });
+      const r = s.filter('ext:a', attrs('a', { visits: 0 }), min(11), new Set(['visits']));
+      expect(r.kept).toBe(0);
+      expect(r.setOnce).toBe(1);
+    });
+
+    it('still reads records in the format written before (version 1, no entry for an operated attribute)', () => {
+      const rec = Buffer.alloc(4 + 25);
+      rec.writeUInt8(1, 0);
+      rec.writeUInt8(0, 1);
+      rec.writeUInt16BE(1, 2);
+      rec.writeDoubleBE(cyrb53('plan', 0), 4);
+      rec.writeDoubleBE(hashValue('pro'), 12);
+      rec.writeDoubleBE(min(10), 20);
+      rec.writeUInt8(0, 28);
+      const s = new AttributeState();
+      expect(s.restoreUser('ext:a', rec)).toBe(true);
+      expect(send(s, 'a', min(11), { plan: 'pro' })).toEqual({});
+      expect(send(s, 'a', min(9), { plan: 'free' })).toEqual({});
+      // and what this version writes is still version 1
+      expect(s.encodeUser('ext:a')?.readUInt8(0)).toBe(1);
+    });
+  });
+
   it('memory stays within the stated budget (about 250 bytes per user plus 48 per attribute)', () => {
     const gc = (globalThis as { gc?: () => void }).gc;
     if (gc === undefined) return; // run with --expose-gc to measure

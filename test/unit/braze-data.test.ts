@@ -27,14 +27,14 @@ describe('anonymous users kept: alias-only profiles are created', () => {
       o: {},
       input: { event_type: 'e', device_id: 'dev-1', user_properties: { plan: 'free' } },
       attributes: { ...ALIAS, _update_existing_only: false, plan: 'free' },
-      eventFlag: undefined,
+      eventFlag: false,
     },
     {
       name: 'alias user without user properties: an attributes object with only the flag',
       o: {},
       input: { event_type: 'e', device_id: 'dev-1' },
       attributes: { ...ALIAS, _update_existing_only: false },
-      eventFlag: undefined,
+      eventFlag: false,
     },
     {
       name: 'BRAZE_UPDATE_EXISTING_ONLY=true: nothing is created, every object is update-only',
@@ -75,6 +75,30 @@ describe('anonymous users kept: alias-only profiles are created', () => {
     const third = mapped(m(msg({ event_type: 'e', device_id: 'dev-1', user_properties: { plan: 'pro' } })));
     expect(third.attributes).toEqual({ ...ALIAS, plan: 'pro' });
     expect(mapped(m(msg({ event_type: 'e', device_id: 'dev-1' }))).attributes).toBeUndefined();
+  });
+
+  it("until the profile is known to exist, the alias user's event and purchases can create it themselves", () => {
+    const state = new AttributeState();
+    const m = createOutboundMapper(cfg(), { attributeState: state });
+    const buy = { event_type: 'Order Completed', device_id: 'dev-1', price: 2, quantity: 150, productId: 'p', user_properties: { plan: 'free' } };
+    const first = mapped(m(msg(buy)));
+    expect(first.attributes?._update_existing_only).toBe(false);
+    expect(first.event?._update_existing_only).toBe(false);
+    expect(first.purchases).toHaveLength(2);
+    for (const p of first.purchases) expect(p._update_existing_only).toBe(false);
+    // the size estimate counts the flags
+    const actual = Buffer.byteLength(JSON.stringify([first.event, first.attributes, ...first.purchases]));
+    expect(first.sizeEstimate).toBeGreaterThan(actual * 0.8);
+    expect(first.sizeEstimate).toBeLessThan(actual * 1.3);
+    state.confirm(first.attributeWrite);
+    const later = mapped(m(msg({ ...buy, user_properties: { plan: 'pro' } })));
+    expect(later.event?._update_existing_only).toBeUndefined();
+    for (const p of later.purchases) expect(p._update_existing_only).toBeUndefined();
+    // an external_id user never gets the flag (Braze creates by default); nor does anyone when update-only is forced
+    const ext = mapped(m(msg({ ...buy, user_id: 'u-1' })));
+    expect([ext.event?._update_existing_only, ...ext.purchases.map((p) => p._update_existing_only)]).toEqual([undefined, undefined, undefined]);
+    const forced = mapped(createOutboundMapper(cfg({ updateExistingOnly: true }))(msg(buy)));
+    expect([forced.event?._update_existing_only, ...forced.purchases.map((p) => p._update_existing_only)]).toEqual([true, true, true]);
   });
 
   it('without an attribute state every alias event carries the creating object', () => {
@@ -329,7 +353,7 @@ describe('purchases as recorded', () => {
         pa('products[0].quantity', 'quantity_over_100', 'split'),
         pa('products[1]', 'product_without_price', 'dropped'),
         pa('products[2]', 'product_invalid', 'dropped'),
-        pa('products[3]', 'negative_revenue_not_purchase', 'dropped'),
+        pa('products[3]', 'negative_revenue_not_purchase', 'replaced'),
       ],
       revenue: 300,
     },
@@ -354,6 +378,84 @@ describe('purchases as recorded', () => {
     const r2 = mapped(m(msg({ event_type: 'Order Completed', user_id: 'u', event_properties: { coupon: 'X', products: list } })));
     expect(r2.event?.properties).toEqual({ coupon: 'X', products: list });
     expect(r2.purchases[0]?.properties).toEqual({ coupon: 'X' });
+  });
+
+  describe('refunds inside a products list travel on the event', () => {
+    const refund = { productId: 'hat', price: -30 };
+    const shirt = { productId: 'shirt', price: 20, quantity: 2 };
+    it.each([
+      {
+        name: 'only a refund: no purchase, the event carries the list and the revenue fields',
+        o: {},
+        input: { ...base, event_type: 'Order Refunded', currency: 'EUR', products: [refund] },
+        purchases: [],
+        properties: { currency: 'EUR', products: [refund] },
+        kind: 'replaced' as const,
+      },
+      {
+        name: 'a refund among purchases: the others are purchases, the event says what the order was',
+        o: {},
+        input: { ...base, event_type: 'Order Changed', revenue: 10, currency: 'EUR', products: [shirt, refund], event_properties: { coupon: 'X' } },
+        purchases: [p({ product_id: 'shirt', currency: 'EUR', price: 20, quantity: 2, properties: { coupon: 'X' } })],
+        properties: { coupon: 'X', revenue: 10, currency: 'EUR', products: [shirt, refund] },
+        kind: 'replaced' as const,
+      },
+      {
+        name: 'a refund by negative revenue (no price)',
+        o: {},
+        input: { ...base, event_type: 'Order Refunded', products: [{ productId: 'hat', revenue: -60, quantity: 2 }] },
+        purchases: [],
+        properties: { products: [{ productId: 'hat', revenue: -60, quantity: 2 }] },
+        kind: 'replaced' as const,
+      },
+      {
+        name: 'OUTBOUND_NEGATIVE_REVENUE_AS=drop: the event goes without the revenue fields',
+        o: { negativeRevenueAs: 'drop' as const },
+        input: { ...base, event_type: 'Order Refunded', currency: 'EUR', products: [refund] },
+        purchases: [],
+        properties: undefined,
+        kind: 'dropped' as const,
+      },
+    ])('$name', ({ o, input, purchases, properties, kind }) => {
+      const r = mapped(createOutboundMapper(cfg(o))(msg(input)));
+      expect(r.purchases).toEqual(purchases);
+      expect(r.event?.name).toBe(input.event_type);
+      expect(r.event?.properties).toEqual(properties);
+      expect(r.adjustments).toEqual([pa(`products[${input.products.length - 1}]`, 'negative_revenue_not_purchase', kind)]);
+    });
+  });
+
+  describe('more purchase objects than one request holds (75 by default)', () => {
+    it('quantity 7,600 becomes 76 purchases of 100: revenue kept', () => {
+      const r = mapped(createOutboundMapper(cfg())(msg({ ...base, price: 1.5, quantity: 7_600, productId: 'seat' })));
+      expect(r.purchases).toHaveLength(76);
+      expect(r.purchases.every((x) => x.quantity === 100)).toBe(true);
+      expect(total(r.purchases)).toBeCloseTo(11_400, 9);
+    });
+
+    it('80 products become 80 purchases', () => {
+      const products = Array.from({ length: 80 }, (_, i) => ({ productId: `sku-${i}`, price: i + 1 }));
+      const r = mapped(createOutboundMapper(cfg())(msg({ ...base, products })));
+      expect(r.purchases.map((x) => x.product_id)).toEqual(products.map((x) => x.productId));
+      expect(r.adjustments).toEqual([]);
+    });
+
+    it.each([
+      { quantity: 1e12, key: 'quantity' },
+      { quantity: 1e308, key: 'quantity' },
+    ])('an absurd quantity ($quantity) stops at 1,000 objects, and the rest is counted', ({ quantity, key }) => {
+      const r = mapped(createOutboundMapper(cfg())(msg({ ...base, price: 1, quantity })));
+      expect(r.purchases).toHaveLength(1_000);
+      expect(r.adjustments).toEqual([pa(key, 'quantity_over_100', 'split'), pa(key, 'purchases_over_1000', 'truncated')]);
+    });
+
+    it('the 1,000 objects are counted across the products of an event', () => {
+      const products = [{ productId: 'a', price: 1, quantity: 99_950 }, { productId: 'b', price: 1, quantity: 100 }, { productId: 'c', price: 1 }];
+      const r = mapped(createOutboundMapper(cfg())(msg({ ...base, products })));
+      expect(r.purchases).toHaveLength(1_000);
+      expect(r.purchases.filter((x) => x.product_id === 'b')).toHaveLength(0);
+      expect(r.adjustments.filter((a) => a.rule === 'purchases_over_1000').map((a) => a.key)).toEqual(['products[1].quantity', 'products[2].quantity']);
+    });
   });
 
   it.each([

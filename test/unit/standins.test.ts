@@ -193,8 +193,15 @@ describe('Braze /users/track stand-in', () => {
     expect(r.status).toBe(400);
     expect(r.body.message).toBe('Max Input Length Exceeded');
     expect(s.stats.maxEventsInRequest).toBe(76);
-    expect((await postTrack(s, { events: events.slice(0, 75), attributes: [{ external_id: 'u' }] })).status).toBe(201);
-    expect(s.received.events).toHaveLength(75);
+    // 75 objects in all by default (reference §7): 75 events and an attributes object are one too many
+    const total = await postTrack(s, { events: events.slice(0, 75), attributes: [{ external_id: 'u' }] });
+    expect(total.status).toBe(400);
+    expect(total.body.message).toBe('Max Input Length Exceeded');
+    expect((await postTrack(s, { events: events.slice(0, 74), attributes: [{ external_id: 'u' }] })).status).toBe(201);
+    expect(s.received.events).toHaveLength(74);
+    // a legacy contract: 75 per array, no total cap
+    const legacy = await braze({ maxTotal: 0 });
+    expect((await postTrack(legacy, { events: events.slice(0, 75), attributes: [{ external_id: 'u' }] })).status).toBe(201);
 
     const capped = await braze({ maxTotal: 50 });
     const over = await postTrack(capped, { events: events.slice(0, 30), purchases: Array.from({ length: 21 }, () => purchase()) });

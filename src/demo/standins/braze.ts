@@ -16,7 +16,11 @@ export interface BrazeStandInOptions {
   apiKey: string;
   /** Objects allowed in one array (legacy contracts: 75 per array). Default 75. */
   maxPerArray?: number;
-  /** Objects allowed across the three arrays (current docs: 75; MAU CY 24-25: 50). Default: no cap. */
+  /**
+   * Objects allowed across the three arrays: 75 in Braze's current docs (reference §7), 50 for
+   * MAU CY 24-25 contracts, 0 for no cap (legacy contracts: only the per-array cap). Default 75,
+   * so that a gateway sending more in one request is refused here as it would be by Braze.
+   */
   maxTotal?: number;
   /** Largest accepted body. Default 4 MiB; larger is answered 413. */
   maxBodyBytes?: number;
@@ -29,7 +33,8 @@ export interface BrazeStandInOptions {
    * braze_id and email, and Braze's update-only semantics (§2). An accepted object for a profile
    * that does not exist is answered 201 like any other, but when it is update-only (explicitly, or
    * by default: objects identified by alias or braze_id are update-only) it is silently not
-   * processed: counted in `stats.silentlyDropped` and kept in `dropped`, not applied to a
+   * processed; any object (attributes, event or purchase) with `_update_existing_only: false`
+   * creates the profile: counted in `stats.silentlyDropped` and kept in `dropped`, not applied to a
    * profile. `received` keeps every accepted object either way, as the API accepted it.
    */
   profiles?: boolean;
@@ -368,7 +373,7 @@ class ProfileStore {
 export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<BrazeStandIn> {
   const clock = opts.clock ?? systemClock;
   const maxPerArray = opts.maxPerArray ?? 75;
-  const maxTotal = opts.maxTotal;
+  const maxTotal = opts.maxTotal ?? 75;
   const maxBodyBytes = opts.maxBodyBytes ?? 4 * 1024 * 1024;
   const rate = opts.rateLimit === undefined ? { requests: 3000, windowMs: 3000 } : opts.rateLimit;
   const validate = opts.validate ?? true;
@@ -568,7 +573,7 @@ export async function startBrazeStandIn(opts: BrazeStandInOptions): Promise<Braz
         return;
       }
     }
-    if (maxTotal !== undefined && total > maxTotal) {
+    if (maxTotal > 0 && total > maxTotal) {
       reply(400, {
         message: 'Max Input Length Exceeded',
         errors: [`${total} objects in the request; at most ${maxTotal} in total are allowed`],
