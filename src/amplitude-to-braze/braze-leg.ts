@@ -291,17 +291,36 @@ export class BrazeDestination implements Destination<BrazeItem> {
     return out;
   }
 
+  /**
+   * A part-sent item given up (the drop window): the dead letters of the objects Braze refused and
+   * of those not sent yet, each as its own record, so a replay sends only what Braze does not have.
+   */
+  undelivered(it: BrazeItem, reason: DeadLetterReason, error: string): DeadLetter[] | undefined {
+    const p = it.progress;
+    if (p === undefined) return undefined;
+    const objects = locateObjects([it]);
+    for (let i = 0; i < objects.length; i++) if (!p.settled[i]) this.refuseObject(it, objects, p, i, reason, error);
+    return p.records;
+  }
+
   /** Braze took object `i`. */
   private settleObject(it: BrazeItem, objects: readonly LocatedObject[], p: PartsProgress, i: number): void {
     p.settled[i] = true;
-    if ((objects[i] as LocatedObject).array === 'attributes') this.state?.confirm(it.attributeWrite);
+    if ((objects[i] as LocatedObject).array === 'attributes') {
+      this.state?.confirm(it.attributeWrite);
+      // settled: the leg's release of a dropped item must not undo it
+      delete it.attributeWrite;
+    }
   }
 
   /** Braze refused object `i` for good: its own dead letter. */
   private refuseObject(it: BrazeItem, objects: readonly LocatedObject[], p: PartsProgress, i: number, reason: DeadLetterReason, error: string): void {
     const o = objects[i] as LocatedObject;
     p.settled[i] = true;
-    if (o.array === 'attributes') this.state?.release(it.attributeWrite);
+    if (o.array === 'attributes') {
+      this.state?.release(it.attributeWrite);
+      delete it.attributeWrite;
+    }
     p.reason ??= reason;
     p.errors.push(`${o.array}: ${error}`);
     const { msg } = it;

@@ -30,6 +30,13 @@ export interface Destination<I extends LegItem> {
   readonly url: string;
   send(items: I[]): Promise<Answer>;
   close(): Promise<void>;
+  /**
+   * For an item the destination has partly delivered (sent in several requests): the dead letters
+   * of just what it has not delivered, so that giving the item up (the drop window) does not
+   * dead-letter, and a replay send again, what the destination already took. Undefined: nothing of
+   * it was delivered, the whole message goes.
+   */
+  undelivered?(item: I, reason: DeadLetterReason, error: string): DeadLetter[] | undefined;
 }
 
 /** What becomes of a consumed message before it is queued. */
@@ -456,9 +463,11 @@ export class DeliveryLeg<I extends LegItem> implements MessageSink {
     for (const it of items) this.d.onItemDropped?.(it);
     const age = (i: I) => Math.round((this.d.clock.now() - i.seenMs) / 1000);
     return Promise.all(
-      items.map((i) =>
-        this.deadLetter(i.msg, 'drop_window_expired', `undelivered for ${age(i)} s; the connector has had no successful delivery since before ${new Date(cutoff).toISOString()}`),
-      ),
+      items.map((i) => {
+        const error = `undelivered for ${age(i)} s; the connector has had no successful delivery since before ${new Date(cutoff).toISOString()}`;
+        const parts = this.d.destination.undelivered?.(i, 'drop_window_expired', error);
+        return parts ? this.deadLetterParts(i.msg, parts, 'drop_window_expired') : this.deadLetter(i.msg, 'drop_window_expired', error);
+      }),
     ).then(() => undefined);
   }
 

@@ -140,6 +140,23 @@ describe('an event larger than one request', () => {
     expect(units(braze.received.purchases)).toBe(7_600);
   });
 
+  it('given up part-sent (the drop window): only the objects Braze does not have are dead-lettered, each as itself', async () => {
+    const { braze, destination, item } = await setup({}, LIMITS, 2);
+    const it = item(buy({ price: 1, quantity: 7_600 }));
+    expect(destination.undelivered(it, 'drop_window_expired', 'old')).toBeUndefined(); // nothing sent yet: the whole message goes
+    expect((await destination.send([it])).outcome.kind).toBe('backoff');
+    expect(braze.received.purchases).toHaveLength(73);
+    const records = destination.undelivered(it, 'drop_window_expired', 'undelivered for 172800 s') ?? [];
+    // 78 objects: the attributes object, the event and 73 purchases went in the first request
+    expect(records).toHaveLength(3);
+    for (const r of records) {
+      const m = toMessage(r);
+      expect(m.headers).toMatchObject({ reason: 'drop_window_expired', payload: 'braze-object', 'braze-array': 'purchases' });
+    }
+    // the attributes Braze took stay known: the leg's release of the dropped item has nothing to undo
+    expect(it.attributeWrite).toBeUndefined();
+  });
+
   it('Braze with a lower cap than configured (50, MAU CY 24-25): "Max Input Length" is answered by sending smaller parts', async () => {
     const { braze, destination, item } = await setup({ maxTotal: 50 });
     const it = item(buy({ price: 1, quantity: 6_000 }));
