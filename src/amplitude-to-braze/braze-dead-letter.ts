@@ -12,7 +12,9 @@
  *    `payload: braze-object`, `braze-array: attributes | events | purchases`, and
  *    `braze-index`: the object's position among the objects its source event became (0 for the
  *    attributes object, events and purchases counted in order), so several objects of one event
- *    can be told apart.
+ *    can be told apart; for an attributes object also `braze-user` (the attribute state's key of
+ *    the user) and `event-time` (epoch ms of the event it came from), so `replay` can leave out
+ *    what the attribute state knows to be newer in Braze.
  */
 import type { DeadLetter } from '../kafka/dead-letter.js';
 import type { DeadLetterReason } from '../delivery/outcome.js';
@@ -24,6 +26,8 @@ export const BRAZE_OBJECT_HEADERS = {
   payload: 'payload',
   array: 'braze-array',
   index: 'braze-index',
+  user: 'braze-user',
+  eventTime: 'event-time',
 } as const;
 
 /** The `payload` header value that marks a record as one Braze object. */
@@ -43,6 +47,9 @@ export interface BrazeObjectDeadLetterInput {
   source: { topic: string; partition: number; offset: string };
   key: Buffer | string | null;
   firstFailureMs: number;
+  /** for an attributes object: the attribute state's user key and the event's time (epoch ms) */
+  user?: string;
+  eventTimeMs?: number;
 }
 
 /** The dead letter for one refused Braze object; hand it to `DeadLetterWriter.write`. */
@@ -60,6 +67,8 @@ export function brazeObjectDeadLetter(o: BrazeObjectDeadLetterInput): DeadLetter
       [BRAZE_OBJECT_HEADERS.payload]: BRAZE_OBJECT_PAYLOAD,
       [BRAZE_OBJECT_HEADERS.array]: o.array,
       ...(o.index !== undefined ? { [BRAZE_OBJECT_HEADERS.index]: String(o.index) } : {}),
+      ...(o.array === 'attributes' && o.user !== undefined ? { [BRAZE_OBJECT_HEADERS.user]: o.user } : {}),
+      ...(o.array === 'attributes' && o.eventTimeMs !== undefined ? { [BRAZE_OBJECT_HEADERS.eventTime]: String(o.eventTimeMs) } : {}),
     },
   };
 }

@@ -17,6 +17,8 @@ export interface BrazeItem extends LegItem {
   purchaseJsons: string[];
   /** what the attributes object records in the attribute state, settled once Braze answers */
   attributeWrite?: AttributeWrite;
+  /** the event's time (epoch ms): a refused attributes object's dead letter carries it, for replay */
+  timeMs?: number;
   /** set once the item is sent in several requests (see BrazeDestination.sendInParts) */
   progress?: PartsProgress;
 }
@@ -104,6 +106,7 @@ export function brazeItem(r: Extract<MapResult, { kind: 'mapped' }>, msg: Consum
     ...(attributesJson ? { attributesJson } : {}),
     purchaseJsons,
     ...(r.attributeWrite ? { attributeWrite: r.attributeWrite } : {}),
+    timeMs: r.timeMs,
     parts: [eventJson ? 1 : 0, attributesJson ? 1 : 0, purchaseJsons.length],
     bytes,
     seenMs,
@@ -191,6 +194,8 @@ export class BrazeDestination implements Destination<BrazeItem> {
             source: { topic: msg.topic, partition: msg.partition, offset: msg.offset },
             key: msg.key,
             firstFailureMs: now,
+            user: it.key,
+            ...(it.timeMs !== undefined ? { eventTimeMs: it.timeMs } : {}),
           }),
         ),
       });
@@ -335,6 +340,8 @@ export class BrazeDestination implements Destination<BrazeItem> {
         source: { topic: msg.topic, partition: msg.partition, offset: msg.offset },
         key: msg.key,
         firstFailureMs: this.clock.now(),
+        user: it.key,
+        ...(it.timeMs !== undefined ? { eventTimeMs: it.timeMs } : {}),
       }),
     );
   }

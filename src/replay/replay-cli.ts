@@ -140,6 +140,7 @@ function summary(report: ReplayReport, opts: ReplayOptions, topic: string): stri
   lines.push(`${opts.dryRun ? 'DRY RUN, nothing written. ' : ''}dead-letter topic ${topic}: ${report.scanned} scanned, ${report.matched} matched (${describeFilter(opts.filter)})${opts.limit !== undefined && report.matched >= opts.limit ? `, stopped at --limit ${opts.limit}` : ''}`);
   lines.push(`${verb} ${report.replayed}; ${report.skippedNoTarget} skipped (no value or no topic to send them to)`);
   if (report.brazeRejected > 0) lines.push(`  ${report.brazeRejected} single Braze objects refused again by Braze: written back to the dead-letter topic`);
+  if (report.skippedNewer > 0) lines.push(`  ${report.skippedNewer} attributes objects not sent: Braze has every attribute of them as new or newer (the attribute state)`);
   for (const [reason, n] of Object.entries(report.byReason).sort()) lines.push(`  reason ${reason}: ${n}`);
   for (const [target, n] of Object.entries(report.byTarget).sort()) lines.push(`  -> ${target}: ${n}`);
   lines.push(

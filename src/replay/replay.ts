@@ -9,6 +9,9 @@ import { systemClock } from '../clock.js';
 import { BrazeClient } from '../amplitude-to-braze/braze-client.js';
 import { isBrazeObjectRecord, readBrazeObjectRecord } from '../amplitude-to-braze/braze-dead-letter.js';
 import { BrazeObjectReplayer, type ObjectReplayResult } from './braze-objects.js';
+import { replayedAttributes } from './replay-attributes.js';
+import { AttributeState } from '../amplitude-to-braze/attribute-state.js';
+import { AttributeStore } from '../amplitude-to-braze/attribute-store.js';
 
 export interface ReplayFilter {
   /** any of these reasons; absent or empty means every reason */
@@ -43,6 +46,8 @@ export interface ReplayReport {
   skippedNoTarget: number;
   /** single Braze objects (`payload: braze-object`) Braze refused again: written back to the dead-letter topic */
   brazeRejected: number;
+  /** attributes objects not sent: the attribute state says Braze has each of their attributes as new or newer */
+  skippedNewer: number;
 }
 
 /** Where single Braze objects go: not a topic, Braze itself. */
@@ -78,7 +83,7 @@ const SEND_BATCH = 500;
  */
 export async function replayDeadLetters(config: GatewayConfig, opts: ReplayOptions, logger: Logger): Promise<ReplayReport> {
   const topic = config.topics.deadLetter;
-  const report: ReplayReport = { scanned: 0, matched: 0, replayed: 0, byReason: {}, byTarget: {}, skippedNoTarget: 0, brazeRejected: 0 };
+  const report: ReplayReport = { scanned: 0, matched: 0, replayed: 0, byReason: {}, byTarget: {}, skippedNoTarget: 0, brazeRejected: 0, skippedNewer: 0 };
   const limit = opts.limit ?? Number.POSITIVE_INFINITY;
   if (limit <= 0) return report;
 
@@ -105,6 +110,10 @@ export async function replayDeadLetters(config: GatewayConfig, opts: ReplayOptio
     'replay: reading the dead-letter topic up to its current end',
   );
   if (next.size === 0) return report;
+
+  // What Braze accepted last per user and attribute, so a refused attributes object replayed now
+  // does not write its old values over newer ones (replay-attributes.ts).
+  const attributeState = config.braze && config.outbound.attributeStateMaxUsers > 0 ? await loadAttributeState(kafka, config, logger) : undefined;
 
   const producer: Producer | undefined = opts.dryRun
     ? undefined
@@ -229,14 +238,19 @@ export async function replayDeadLetters(config: GatewayConfig, opts: ReplayOptio
           if (!rec.ok || !braze) {
             report.skippedNoTarget++;
             if (!rec.ok) logger.warn({ offset: message.offset, partition: batch.partition, why: rec.why }, 'replay: unreadable Braze-object dead letter skipped');
-          } else if (opts.dryRun) {
-            report.replayed++;
-            report.byTarget[BRAZE_TARGET] = (report.byTarget[BRAZE_TARGET] ?? 0) + 1;
-          } else if (objects) {
-            objects.add({ array: rec.array, json: rec.json, record: { key: message.key, value: message.value, headers } });
-            if (objects.full) {
-              settleObjects(await objects.flush());
-              await heartbeat();
+          } else {
+            const r = rec.array === 'attributes' ? replayedAttributes(attributeState, headers, rec.object, rec.json) : { send: rec.json };
+            if ('skip' in r) {
+              report.skippedNewer++;
+            } else if (opts.dryRun) {
+              report.replayed++;
+              report.byTarget[BRAZE_TARGET] = (report.byTarget[BRAZE_TARGET] ?? 0) + 1;
+            } else if (objects) {
+              objects.add({ array: rec.array, json: r.send, record: { key: message.key, value: message.value, headers } });
+              if (objects.full) {
+                settleObjects(await objects.flush());
+                await heartbeat();
+              }
             }
           }
           if (report.matched >= limit) {
@@ -349,4 +363,16 @@ export function targetTopic(h: Record<string, string>, config: GatewayConfig): s
   else if (leg === 'inbound' && (h[DLQ_HEADERS.connector] === 'currents' || h[DLQ_HEADERS.connector] === 'amplitude')) target = topics.brazeCurrents;
   // Writing a dead letter back to the dead-letter topic would only make a copy of it.
   return target === topics.deadLetter ? undefined : target;
+}
+
+async function loadAttributeState(kafka: ReturnType<typeof createKafka>, config: GatewayConfig, logger: Logger): Promise<AttributeState | undefined> {
+  const state = new AttributeState({ maxUsers: config.outbound.attributeStateMaxUsers });
+  const store = new AttributeStore({ kafka, topic: config.topics.attributeState, state, logger, fetchMaxWaitMs: config.kafka.fetchMaxWaitMs, groupIdPrefix: `${config.kafka.groupId}.replay-attribute-state` });
+  try {
+    await store.load();
+    return state;
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'replay: the attribute state could not be read; refused attributes objects are replayed as they were refused');
+    return undefined;
+  }
 }

@@ -195,4 +195,28 @@ describe('right data at Braze (profile-aware stand-in)', () => {
     expect(braze.received.events).toHaveLength(1);
     expect(braze.received.attributes).toHaveLength(1);
   });
+
+  it('a refused attributes object replayed after newer values were sent writes only what Braze does not have newer', async () => {
+    const { topics, braze, config, start } = await setup();
+    braze.rejectWhen((o, array) => (array === 'attributes' && o.plan === 'free' ? "'plan' is not valid" : undefined));
+    const gw = await start();
+    const old = { event_type: 'page_view', user_id: 'u-2', event_time: iso(0), $insert_id: 'old', user_properties: { plan: 'free', city: 'Berlin' } };
+    await produce(broker.cluster.bootstrap, topics.events, [{ key: 'u-2', value: JSON.stringify(old) }]);
+    const [dl] = await readTopic(broker.cluster.bootstrap, topics.dlq, 1, 20_000);
+    expect(dl?.headers).toMatchObject({ payload: 'braze-object', 'braze-array': 'attributes', 'braze-user': 'ext:u-2', 'event-time': String(T0) });
+    braze.rejectWhen(undefined);
+    // meanwhile the user moved on: plan pro, an hour later
+    const newer = { event_type: 'plan_changed', user_id: 'u-2', event_time: iso(60), $insert_id: 'new', user_properties: { plan: 'pro' } };
+    await produce(broker.cluster.bootstrap, topics.events, [{ key: 'u-2', value: JSON.stringify(newer) }]);
+    await braze.waitForEvents(2, 20_000);
+    await waitFor(() => braze.profile({ external_id: 'u-2' })?.attributes.plan, (p) => p === 'pro', 10_000, 'plan pro');
+    await gw.stop(5_000); // writes the attribute state
+
+    const report = await replayDeadLetters(config, { filter: {}, dryRun: false }, memoryLogger('info').logger);
+    expect(report).toMatchObject({ replayed: 1, brazeRejected: 0, skippedNewer: 0 });
+    const last = braze.received.attributes.at(-1);
+    // the old plan is left out; the city, which Braze never had, goes
+    expect(last).toEqual({ external_id: 'u-2', city: 'Berlin' });
+    expect(braze.profile({ external_id: 'u-2' })?.attributes).toMatchObject({ plan: 'pro', city: 'Berlin' });
+  });
 });

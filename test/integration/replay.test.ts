@@ -167,6 +167,7 @@ describe('replay: dead letters back through their leg', () => {
       byTarget: { [topics.events]: 3, [topics.currents]: 7 },
       skippedNoTarget: 2,
       brazeRejected: 0,
+      skippedNewer: 0,
     });
 
     const filtered = await replayDeadLetters(config, { filter: FILTER, dryRun: true }, log.logger);
@@ -195,6 +196,7 @@ describe('replay: dead letters back through their leg', () => {
       byTarget: { [topics.events]: 2, [topics.currents]: 3 },
       skippedNoTarget: 2,
       brazeRejected: 0,
+      skippedNewer: 0,
     });
 
     expect(await countRecords(topics.events)).toBe(2);
@@ -306,7 +308,7 @@ describe('replay: dead letters back through their leg', () => {
     const { topics, config } = await setup();
     const started = Date.now();
     const report = await replayDeadLetters(config, { filter: {}, dryRun: false }, memoryLogger('info').logger);
-    expect(report).toEqual({ scanned: 0, matched: 0, replayed: 0, byReason: {}, byTarget: {}, skippedNoTarget: 0, brazeRejected: 0 });
+    expect(report).toEqual({ scanned: 0, matched: 0, replayed: 0, byReason: {}, byTarget: {}, skippedNoTarget: 0, brazeRejected: 0, skippedNewer: 0 });
     // no consumer group was joined (the mock holds a first join for 3 s)
     expect(Date.now() - started).toBeLessThan(2_500);
     expect(await countRecords(topics.events)).toBe(0);
