@@ -41,6 +41,8 @@ interface ParkMark {
   long: number;
   /** latest not-before among its parks: newer events are parked no earlier */
   untilMs: number;
+  /** latest not-before among its short parks (seconds away, where untilMs may be a quota's hours) */
+  shortUntil: number;
   /** last park or return: the mark's grace period runs from here */
   touchedMs: number;
   /** a returning event was parked again until then: the key's later returning events go behind it */
@@ -81,7 +83,10 @@ const NO_PARTITION = -1;
  * (in memory for a bounded delay, then in the short retry tier); an id over its daily quota (by the
  * gateway's own count, or because Amplitude said so) is parked in the long tier until the rolling
  * window admits it. Order per key is kept: once a key has events held or parked, its newer events
- * go behind them, never around, in whichever tier will release them last.
+ * go behind them, never around. Each tier releases a key's events in the order parked; across tiers,
+ * a key's short parks are always newer than its quota parks (a new event joins the short tier while
+ * the key has events there, and each one back from it follows the key's quota parks into the long
+ * tier), so nothing due in hours ever waits in the short tier.
  *
  * Daily counts are kept per Kafka partition (one IdentityLimiter each), so a partition's counts
  * can be saved when it is revoked and restored where it is assigned next (see LimiterStore). While
@@ -91,6 +96,20 @@ export class IdPacer {
   private readonly limits: IdentityLimits;
   private readonly byPartition = new Map<number, IdentityLimiter>();
   private readonly restoring = new Set<number>();
+  /** restoring because an event came before the partition was assigned here (via the restorer) */
+  private readonly restoringEarly = new Set<number>();
+  /** assigned while such an early restore was in flight: read again once it lands */
+  private readonly rereadAfterEarly = new Set<number>();
+  /**
+   * Partitions whose counts were restored before they were assigned here, with the snapshot they
+   * were restored from: the owner may have saved newer counts since, read when it is assigned.
+   */
+  private readonly provisional = new Map<number, PartitionSnapshot | undefined>();
+  /**
+   * Events back from a tier before their partition's marks were restored here: taken off those
+   * marks once installed, or the key would stay marked for events no longer parked.
+   */
+  private readonly returnedBeforeRestore = new Map<string, { partition: number; short: number; long: number }>();
   /** ids Amplitude answered as over their daily quota, `d:`/`u:` + id, until when */
   private readonly overQuota = new Map<string, number>();
   /** keys with events held in memory, and how many */
@@ -127,7 +146,14 @@ export class IdPacer {
   decide(ids: PacedIds): PaceVerdict {
     const now = this.clock.now();
     const p = this.parked.get(ids.key);
-    if (p && this.live(p, now)) return this.park(ids, Math.max(now, p.untilMs), p.short > 0 ? 'short' : 'long');
+    if (p && this.live(p, now)) {
+      // Behind the key's newest parks. While some are in the short tier, behind those and due when
+      // they are (never a quota's hours: the short tier holds what waits in memory): parked in the
+      // long tier now, it would be released before them once they came back over quota and moved
+      // there too. Back from the short tier, it follows them into the long tier (decideRetried).
+      if (p.short > 0) return this.park(ids, Math.max(now, p.shortUntil), 'short');
+      return this.park(ids, Math.max(now, p.untilMs), 'long');
+    }
     const held = this.heldCount.get(ids.key) ?? 0;
     if (held > 0) {
       if (held * this.spacingMs > this.s.maxDelayMs) return this.park(ids, now + held * this.spacingMs, 'short');
@@ -147,11 +173,19 @@ export class IdPacer {
     const now = this.clock.now();
     const p = this.parked.get(ids.key);
     if (p) {
+      const live = this.live(p, now);
       if (from === 'long' ? p.long > 0 : p.short <= 0 && p.long > 0) p.long--;
       else if (p.short > 0) p.short--;
       p.touchedMs = now;
       if (p.reparkUntil > now) return this.park(ids, p.reparkUntil, 'long', true);
+      // Back from the short tier while its key has quota parks: those are older (new events do not
+      // go to the long tier while the key has short parks, see decide), so it goes behind them.
+      if (from === 'short' && p.long > 0 && live) return this.park(ids, Math.max(now, p.untilMs), 'long');
       if (p.short + p.long <= 0) this.parked.delete(ids.key);
+    } else if (ids.partition !== undefined && this.awaitsRestore(ids.partition)) {
+      const r = this.returnedBeforeRestore.get(ids.key) ?? { partition: ids.partition, short: 0, long: 0 };
+      r[from]++;
+      this.returnedBeforeRestore.set(ids.key, r);
     }
     if ((this.heldCount.get(ids.key) ?? 0) > 0) {
       this.heldCount.set(ids.key, (this.heldCount.get(ids.key) ?? 0) + 1);
@@ -178,8 +212,9 @@ export class IdPacer {
    * Amplitude answered that these ids are over their daily quota (a 429's
    * `exceeded_daily_quota_devices` / `_users`): until `untilMs` (default one quota bucket from now,
    * the step in which Amplitude re-evaluates its rolling window) every new event of theirs is
-   * parked in the long tier (or dead-lettered with AMPLITUDE_QUOTA_ACTION=dead-letter) without
-   * being sent. Returns the time used, for parking the refused events themselves.
+   * parked in the long tier (after its key's rate parks, if it has some in the short tier), or
+   * dead-lettered with AMPLITUDE_QUOTA_ACTION=dead-letter, without being sent. Returns the time
+   * used, for parking the refused events themselves.
    */
   markOverQuota(ids: { devices?: Iterable<string>; users?: Iterable<string> }, untilMs?: number): number {
     const until = untilMs ?? this.clock.now() + this.s.quotaBucketMs;
@@ -225,11 +260,16 @@ export class IdPacer {
     this.restoredListeners.push(fn);
   }
 
-  /** Partitions assigned whose counts are about to be restored: their events wait until restorePartition. */
+  /**
+   * Partitions assigned whose counts are about to be restored: their events wait until
+   * restorePartition. A partition whose counts were restored before it was assigned here (a
+   * retry-tier event of it came first) is restored again: its owner's last save came later.
+   */
   beginRestore(partitions: Iterable<number>): number[] {
     const started: number[] = [];
     for (const p of partitions) {
-      if (this.byPartition.has(p) || this.restoring.has(p)) continue;
+      if (this.restoringEarly.has(p)) this.rereadAfterEarly.add(p);
+      if (this.restoring.has(p) || (this.byPartition.has(p) && !this.provisional.has(p))) continue;
       this.restoring.add(p);
       started.push(p);
     }
@@ -238,26 +278,116 @@ export class IdPacer {
 
   /** Installs a partition's restored counts (fresh ones when there is no snapshot) and lets its events through. */
   restorePartition(partition: number, snap: PartitionSnapshot | undefined): void {
+    // Not restoring (any more): dropped while its snapshot was read, or a second answer. What is here stands.
+    if (!this.restoring.has(partition)) return;
     const existing = this.byPartition.get(partition);
-    if (existing) {
-      const seeds = snap ? IdentityLimiter.snapshotSeeds(snap.daily) : undefined;
-      if (snap && seeds && seeds[0] === existing.seeds[0] && seeds[1] === existing.seeds[1]) existing.importDaily(snap.daily);
+    if (this.restoringEarly.delete(partition)) {
+      // (take() asks the restorer only for a partition it has no limiter for)
+      this.byPartition.set(partition, IdentityLimiter.fromSnapshot(this.limits, this.clock, snap?.daily));
+      this.installMarks(partition, snap?.marks ?? []);
+      this.applyReturnsBeforeRestore(partition);
+      this.provisional.set(partition, snap);
+      // Assigned meanwhile: the read that just landed may predate the previous owner's last save.
+      if (this.rereadAfterEarly.delete(partition) && this.restorer) {
+        this.restorer(partition);
+        return;
+      }
+    } else if (existing) {
+      // restored before it was assigned here (beginRestore restores no other held partition)
+      const base = this.provisional.get(partition);
+      this.provisional.delete(partition);
+      this.mergeOwnerSnapshot(partition, existing, base, snap);
+      this.applyReturnsBeforeRestore(partition);
     } else {
       this.byPartition.set(partition, IdentityLimiter.fromSnapshot(this.limits, this.clock, snap?.daily));
+      this.installMarks(partition, snap?.marks ?? []);
+      this.applyReturnsBeforeRestore(partition);
     }
-    const now = this.clock.now();
-    for (const m of snap?.marks ?? []) {
-      if (this.parked.has(m.key) || m.short + m.long <= 0) continue;
-      this.parked.set(m.key, { short: m.short, long: m.long, untilMs: m.untilMs, touchedMs: now, reparkUntil: 0, partition });
-    }
-    const was = this.restoring.delete(partition);
-    if (was) for (const fn of this.restoredListeners) fn(partition);
+    this.restoring.delete(partition);
+    for (const fn of this.restoredListeners) fn(partition);
   }
 
-  /** The partition's counts and parked-key marks, or undefined when this pacer does not hold it. */
+  /** The partition's marks are restored: takes off them what came back meanwhile. */
+  private applyReturnsBeforeRestore(partition: number): void {
+    for (const [key, r] of this.returnedBeforeRestore) {
+      if (r.partition !== partition) continue;
+      this.returnedBeforeRestore.delete(key);
+      const m = this.parked.get(key);
+      if (!m || m.partition !== partition) continue;
+      m.short = Math.max(0, m.short - r.short);
+      m.long = Math.max(0, m.long - r.long);
+      if (m.short + m.long <= 0) this.parked.delete(key);
+    }
+  }
+
+  /** An event of this partition now would wait for its counts and marks to be restored. */
+  private awaitsRestore(partition: number): boolean {
+    if (partition === NO_PARTITION) return false;
+    return this.restoring.has(partition) || (!this.byPartition.has(partition) && this.restorer !== undefined);
+  }
+
+  /**
+   * The owner's latest snapshot for a partition this pacer restored (from `base`) before it was
+   * assigned here, and has counted in since. Both grew from `base`, so the truth is the owner's
+   * counts plus what was counted here since `base`, for the daily counts and the parked-key marks
+   * alike (an event parked by the owner may have come back here, and been sent, meanwhile).
+   */
+  private mergeOwnerSnapshot(partition: number, lim: IdentityLimiter, base: PartitionSnapshot | undefined, snap: PartitionSnapshot | undefined): void {
+    if (!snap) return; // nothing saved by an owner since: what is here is all there is
+    const sameSeeds = (daily: Uint8Array): boolean => {
+      const seeds = IdentityLimiter.snapshotSeeds(daily);
+      return seeds !== undefined && seeds[0] === lim.seeds[0] && seeds[1] === lim.seeds[1];
+    };
+    if (sameSeeds(snap.daily)) {
+      if (base && sameSeeds(base.daily)) lim.subtractDaily(base.daily);
+      lim.importDaily(snap.daily);
+    } else {
+      // Hashes under other seeds (there was no snapshot when this limiter was made) cannot be matched
+      // to this limiter's: the owner's counts (the whole window) win over the few taken here before
+      // the assignment, which are lost with this limiter's rate state.
+      this.byPartition.set(partition, IdentityLimiter.fromSnapshot(this.limits, this.clock, snap.daily));
+    }
+    const was = new Map((base?.marks ?? []).map((m) => [m.key, m]));
+    const owner = new Map(snap.marks.map((m) => [m.key, m]));
+    const keys = new Set([...was.keys(), ...owner.keys()]);
+    for (const [key, m] of this.parked) if (m.partition === partition) keys.add(key);
+    const now = this.clock.now();
+    for (const key of keys) {
+      const here = this.parked.get(key);
+      const mine = here?.partition === partition ? here : undefined;
+      const o = owner.get(key);
+      const b = was.get(key);
+      const short = Math.max(0, (o?.short ?? 0) + (mine?.short ?? 0) - (b?.short ?? 0));
+      const long = Math.max(0, (o?.long ?? 0) + (mine?.long ?? 0) - (b?.long ?? 0));
+      if (short + long <= 0) {
+        if (mine) this.parked.delete(key);
+        continue;
+      }
+      if (here && !mine) continue; // the key is parked under another partition here
+      const untilMs = Math.max(o?.untilMs ?? 0, mine?.untilMs ?? 0);
+      const shortUntil = mine?.shortUntil ?? (long > 0 ? now : untilMs);
+      this.parked.set(key, { short, long, untilMs, shortUntil, touchedMs: now, reparkUntil: mine?.reparkUntil ?? 0, partition });
+    }
+  }
+
+  /** A snapshot's parked-key marks, for keys without one here. */
+  private installMarks(partition: number, marks: PersistedMark[]): void {
+    const now = this.clock.now();
+    for (const m of marks) {
+      if (this.parked.has(m.key) || m.short + m.long <= 0) continue;
+      // untilMs may be a quota park's: short parks are due within seconds, and a short tier keeps order per key
+      const shortUntil = m.long > 0 ? now : m.untilMs;
+      this.parked.set(m.key, { short: m.short, long: m.long, untilMs: m.untilMs, shortUntil, touchedMs: now, reparkUntil: 0, partition });
+    }
+  }
+
+  /**
+   * The partition's counts and parked-key marks, or undefined when this pacer does not hold it as
+   * its owner: not restored yet, or restored before it was assigned here (its owner's save stands).
+   */
   exportPartition(partition: number): PartitionSnapshot | undefined {
     const lim = this.byPartition.get(partition);
-    if (!lim) return undefined;
+    if (!lim || this.restoring.has(partition) || this.provisional.has(partition)) return undefined;
     const marks: PersistedMark[] = [];
     for (const [key, m] of this.parked) {
       if (m.partition === partition && m.short + m.long > 0) marks.push({ key, short: m.short, long: m.long, untilMs: m.untilMs });
@@ -269,6 +399,10 @@ export class IdPacer {
   dropPartition(partition: number): void {
     this.byPartition.delete(partition);
     this.restoring.delete(partition);
+    this.restoringEarly.delete(partition);
+    this.rereadAfterEarly.delete(partition);
+    this.provisional.delete(partition);
+    for (const [key, r] of this.returnedBeforeRestore) if (r.partition === partition) this.returnedBeforeRestore.delete(key);
     for (const [key, m] of this.parked) if (m.partition === partition) this.parked.delete(key);
   }
 
@@ -343,6 +477,7 @@ export class IdPacer {
     let lim = this.byPartition.get(partition);
     if (!lim && this.restorer && partition !== NO_PARTITION) {
       this.restoring.add(partition);
+      this.restoringEarly.add(partition);
       this.restorer(partition);
       if (this.restoring.has(partition)) {
         this.metrics.limiterDecisions.inc({ decision: 'wait' });
@@ -399,12 +534,17 @@ export class IdPacer {
   private mark(ids: PacedIds, untilMs: number, tier: ParkTier, repark: boolean): void {
     const now = this.clock.now();
     let p = this.parked.get(ids.key);
-    if (!p) {
-      p = { short: 0, long: 0, untilMs, touchedMs: now, reparkUntil: 0, partition: ids.partition ?? NO_PARTITION };
+    // A mark past its grace counts events taken to be lost: it starts again, or its stale quota
+    // parks would send the key's new short parks to the long tier when they come back.
+    if (!p || !this.live(p, now)) {
+      p = { short: 0, long: 0, untilMs, shortUntil: 0, touchedMs: now, reparkUntil: 0, partition: ids.partition ?? NO_PARTITION };
       this.parked.set(ids.key, p);
     }
     if (tier === 'long') p.long++;
-    else p.short++;
+    else {
+      p.short++;
+      p.shortUntil = Math.max(p.shortUntil, untilMs);
+    }
     p.untilMs = Math.max(p.untilMs, untilMs);
     p.touchedMs = now;
     if (repark) p.reparkUntil = Math.max(p.reparkUntil, untilMs);

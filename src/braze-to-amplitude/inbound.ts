@@ -53,8 +53,10 @@ export async function buildInbound(ctx: LegContext): Promise<BuiltLeg | undefine
     // commit is enough, and a commit per request would cost more than it saves.
   });
   // Partition p of the Currents topic and of both park tiers goes to the same instance in every
-  // group, so a parked event comes back to the process that counts its key's limits.
-  const partitionAssigners = [coPartitionedAssigner(config.health.instanceId)];
+  // group, so a parked event comes back to the process that counts its key's limits. A rebalance
+  // of any of the three groups saves the counts of the partitions this member owns as it starts.
+  const assigner = coPartitionedAssigner(config.health.instanceId);
+  const partitionAssigners = [store ? store.savingOnRejoin(assigner) : assigner];
   const onReassigned = (assigned: string[]): void => {
     if (!store) return;
     const mine = assigned.filter((a) => a.startsWith(`${topics.brazeCurrents}:`)).map((a) => Number(a.slice(a.lastIndexOf(':') + 1)));

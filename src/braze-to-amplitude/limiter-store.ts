@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import type { IHeaders, Kafka, Producer } from 'kafkajs';
+import type { IHeaders, Kafka, PartitionAssigner, Producer } from 'kafkajs';
 import type { Clock } from '../clock.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
@@ -98,8 +98,10 @@ function parseHead(v: Buffer): Head | undefined {
  *
  * Wiring (the gateway, for the inbound consumer of the Currents topic): `onAssigned(partitions)`
  * when the member joins with its assignment (restores the new ones, saves and drops the lost ones);
- * `saveAll()` when a rebalance starts (so the next owner reads fresh counts); `start()` once the
- * producer is connected (periodic saves), `stop()` after the consumers stopped (a last save).
+ * the inbound consumers' partition assigner wrapped by `savingOnRejoin`, so the owned partitions
+ * are saved when a rebalance starts (the next owner reads fresh counts, not the last periodic
+ * save's); `start()` once the producer is connected (periodic saves), `stop()` after the consumers
+ * stopped (a last save).
  */
 export class LimiterStore {
   private producer: Producer | undefined;
@@ -114,6 +116,8 @@ export class LimiterStore {
   /** partitions first seen in an event, restored together on the next tick */
   private seen: number[] = [];
   private seenTimer: NodeJS.Timeout | undefined;
+  /** the save a rebalance started, shared by the groups that rebalance with it */
+  private rebalanceSave: Promise<void> | undefined;
 
   constructor(private readonly d: LimiterStoreDeps) {
     this.chunkBytes = Math.max(1024, d.chunkBytes ?? 512 * 1024);
@@ -204,6 +208,39 @@ export class LimiterStore {
     const run = this.saving.then(() => this.write(partition, false));
     this.saving = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * `assigner` (a kafkajs partition assigner), calling onRebalancing() whenever the member (re)joins
+   * its group. kafkajs asks a member's assigners for their protocol as it sends JoinGroup: the first
+   * step of every rebalance, on every member, whatever made the member rejoin (the consumer's
+   * REBALANCING event is emitted only when a fetch finds the group rebalancing).
+   */
+  savingOnRejoin(assigner: PartitionAssigner): PartitionAssigner {
+    return (config) => {
+      const inner = assigner(config);
+      return {
+        name: inner.name,
+        version: inner.version,
+        assign: (group) => inner.assign(group),
+        protocol: (subscription) => {
+          this.onRebalancing();
+          return inner.protocol(subscription);
+        },
+      };
+    };
+  }
+
+  /**
+   * A rebalance starts: saves the partitions this member owns, so whoever is assigned them next
+   * reads counts as of now (those it loses are saved again when the assignment arrives). The
+   * inbound leg's three groups rebalance together: calls while a save is under way share it.
+   */
+  onRebalancing(): Promise<void> {
+    this.rebalanceSave ??= this.saveAll()
+      .catch((err: unknown) => this.d.logger.warn({ err: describeError(err) }, 'limiter store: the save at the start of a rebalance failed; the next owner reads the previous one'))
+      .finally(() => (this.rebalanceSave = undefined));
+    return this.rebalanceSave;
   }
 
   /**

@@ -260,7 +260,7 @@ function readAll(r: SettingsReader, requireKafka: boolean): GatewayConfig {
 
 /** GATEWAY_INSTANCE_ID, else the host name: stable across restarts, so a restart restores its own health record. */
 function readInstanceId(r: SettingsReader): string {
-  const id = r.string('GATEWAY_INSTANCE_ID', { path: 'health.instanceId', doc: 'names this instance\'s connector health records in the state topic (default: the host name, which a restart keeps); give each copy on one host its own' }) ?? hostname();
+  const id = r.string('GATEWAY_INSTANCE_ID', { path: 'health.instanceId', doc: 'names this instance\'s connector health records in the state topic, and tells instances apart in the inbound leg\'s partition assignment (default: the host name, which a restart keeps); give every copy its own' }) ?? hostname();
   if (!/^[A-Za-z0-9._:-]{1,200}$/.test(id)) r.problem('GATEWAY_INSTANCE_ID', `must be 1 to 200 letters, digits, '.', '_', ':' or '-', got ${JSON.stringify(id)}`);
   return id;
 }

@@ -518,6 +518,54 @@ export class IdentityLimiter {
    * would have. Returns the identities read.
    */
   importDaily(snapshot: Uint8Array): number {
+    return this.readDaily(snapshot, (key, pairs, slot) => {
+      if (slot !== undefined) {
+        this.addPairsToRecord(slot, pairs);
+        return;
+      }
+      const prev = this.parked.get(key);
+      if (prev !== undefined) pairs.push(...this.parkedPairs(prev));
+      this.parked.set(key, this.encodeParked(pairs.slice()));
+    });
+  }
+
+  /**
+   * Takes a snapshot's counts back out of this limiter's, never below zero in any bucket: for a
+   * limiter built from `snapshot` (same seeds), what is left is what it counted itself since. (A
+   * partition's limiter loaded before its owner's last save: its own counts are added to that save.)
+   * Returns the identities read.
+   */
+  subtractDaily(snapshot: Uint8Array): number {
+    return this.readDaily(snapshot, (key, pairs, slot) => {
+      if (slot !== undefined) {
+        this.subtractPairsFromRecord(slot, pairs);
+        return;
+      }
+      const prev = this.parked.get(key);
+      if (prev === undefined) return;
+      const left = this.parkedPairs(prev).slice();
+      for (let i = 0; i < pairs.length; i += 2) {
+        let v = pairs[i + 1] ?? 0;
+        for (let j = 0; j < left.length && v > 0; j += 2) {
+          if (left[j] !== pairs[i]) continue;
+          const d = Math.min(v, left[j + 1] ?? 0);
+          left[j + 1] = (left[j + 1] ?? 0) - d;
+          v -= d;
+        }
+      }
+      const kept: number[] = [];
+      for (let j = 0; j < left.length; j += 2) if ((left[j + 1] ?? 0) > 0) kept.push(left[j] ?? 0, left[j + 1] ?? 0);
+      if (kept.length === 0) this.parked.delete(key);
+      else this.parked.set(key, this.encodeParked(kept));
+    });
+  }
+
+  /**
+   * Reads a snapshot of this limiter's seeds: per identity, its 53-bit key, its still-counted
+   * buckets as [bucket, count, ...] relative to this limiter's epoch, and its live record if it has
+   * one. Returns the identities read.
+   */
+  private readDaily(snapshot: Uint8Array, visit: (key: number, pairs: number[], slot: number | undefined) => void): number {
     const seeds = IdentityLimiter.snapshotSeeds(snapshot);
     if (!seeds) throw new RangeError('not a limiter snapshot (or a newer format)');
     if (seeds[0] !== this.seedA || seeds[1] !== this.seedB) throw new RangeError('snapshot written with other hash seeds: use IdentityLimiter.fromSnapshot');
@@ -556,15 +604,7 @@ export class IdentityLimiter {
         const b = Math.min(kNew - k0, c);
         if (v > 0 && this.counted(b, tRel)) pairs.push(b, v);
       }
-      if (pairs.length === 0) continue;
-      const slot = liveByKey?.get(key);
-      if (slot !== undefined) {
-        this.addPairsToRecord(slot, pairs);
-        continue;
-      }
-      const prev = this.parked.get(key);
-      if (prev !== undefined) pairs.push(...this.parkedPairs(prev));
-      this.parked.set(key, this.encodeParked(pairs.slice()));
+      if (pairs.length > 0) visit(key, pairs, liveByKey?.get(key));
     }
     return entries;
   }
@@ -586,6 +626,24 @@ export class IdentityLimiter {
       if (b <= head - this.ring) continue;
       this.addToBucket(slot, ((b % this.ring) + this.ring) % this.ring, v);
       this.u32[r32 + U32_SUM] = (this.u32[r32 + U32_SUM] ?? 0) + v;
+    }
+  }
+
+  private subtractPairsFromRecord(slot: number, pairs: number[]): void {
+    const r32 = slot * this.s32;
+    const head = this.i32[r32 + I32_HEAD] ?? 0;
+    for (let i = 0; i < pairs.length; i += 2) {
+      const b = pairs[i] ?? 0;
+      if (b > head || b <= head - this.ring) continue;
+      const pos = ((b % this.ring) + this.ring) % this.ring;
+      const had = this.bucketCount(slot, b);
+      const left = Math.max(0, had - (pairs[i + 1] ?? 0));
+      if (left === had) continue;
+      const at = slot * this.s16 + U16_BUCKETS + pos;
+      if (this.u16[at] === WIDE) this.wideBuckets.delete(slot * this.ring + pos);
+      this.u16[at] = 0;
+      if (left > 0) this.addToBucket(slot, pos, left);
+      this.u32[r32 + U32_SUM] = (this.u32[r32 + U32_SUM] ?? 0) - (had - left);
     }
   }
 

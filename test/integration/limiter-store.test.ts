@@ -6,6 +6,7 @@ import { LimiterStore } from '../../src/braze-to-amplitude/limiter-store.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { testKafka, useMockCluster, waitFor } from '../support/harness.js';
+import { coPartitionedAssigner } from '../../src/braze-to-amplitude/co-partitioned-assigner.js';
 
 const broker = useMockCluster();
 
@@ -104,6 +105,77 @@ describe('limiter store (gateway.limits)', () => {
     await waitFor(() => b.pacer.isRestoring(7), (r) => !r, 10_000, 'the restore');
     expect(run(b.pacer, clockB, t0 + 600, t0 + 3_000, 'device-r', 7).sent).toBe(8);
   }, 30_000);
+
+  it('a partition restored from a retry-tier event before it was assigned is restored again on assignment, from the previous owner\'s last save', async () => {
+    const topic = `gateway.limits.t${++topicSeq}`;
+    const t0 = 1_700_000_000_000;
+    const clockA = new ManualClock(t0);
+    const a = await instance(clockA, topic);
+    await a.store.onAssigned([7]);
+    expect(run(a.pacer, clockA, t0, t0 + 500, 'device-m', 7).sent).toBe(10);
+    await a.store.saveAll();
+    // B reads partition 7 of a park tier before it owns the Currents partition: it loads A's save of then
+    const clockB = new ManualClock(t0 + 500);
+    const b = await instance(clockB, topic);
+    expect(b.pacer.decideRetried(dev('device-m', 7), 'short')).toMatchObject({ kind: 'hold' });
+    b.pacer.release('device-m');
+    await waitFor(() => b.pacer.isRestoring(7), (r) => !r, 10_000, 'the early restore');
+    expect(b.pacer.decideRetried(dev('device-m', 7), 'short')).toEqual({ kind: 'send' });
+    expect(b.pacer.decideRetried(dev('device-m', 7), 'short')).toEqual({ kind: 'send' });
+    // A counts on, then loses the partition (saved as it goes) and B is assigned it
+    expect(run(a.pacer, clockA, t0 + 500, t0 + 700, 'device-m', 7).sent).toBe(4);
+    await a.store.onAssigned([]);
+    expect(await b.store.onAssigned([7])).toBe(1);
+    // 10 + 4 counted by A, 2 by B: 4 left of 20
+    expect(run(b.pacer, clockB, t0 + 700, t0 + 2_000, 'device-m', 7).sent).toBe(4);
+  }, 30_000);
+
+  it('saves the partitions it owns when a rebalance starts, so the next owner reads the counts as of then', async () => {
+    const topic = `gateway.limits.t${++topicSeq}`;
+    const currents = `braze.currents.limits-t${topicSeq}`;
+    await broker.cluster.createTopic(currents, 2);
+    const t0 = 1_700_000_000_000;
+    const clock = new ManualClock(t0);
+    const a = await instance(clock, topic);
+    await a.store.onAssigned([0, 1]);
+    const count = (n: number): void => {
+      for (let i = 0; i < n; i++) expect(a.pacer.decide(dev('device-s', 1)).kind).toBe('send');
+    };
+    /** what a member assigned partition 1 now would restore for the device */
+    const restored = async (): Promise<number> => {
+      const pacer = new IdPacer(SETTINGS, new ManualClock(t0 + 1_000), new Metrics({ defaultMetrics: false }));
+      const store = new LimiterStore({ kafka: testKafka(broker.cluster.bootstrap), topic, pacer, logger: createLogger('silent'), clock: new ManualClock(t0), intervalMs: 60_000, fetchMaxWaitMs: 50, groupIdPrefix: 'test.limits-probe' });
+      await store.load([1]);
+      return Math.round(pacer.dailyUsage({ deviceId: 'device-s', partition: 1 }) * SETTINGS.dailyQuota);
+    };
+    const member = async (instanceId: string, store?: LimiterStore): Promise<{ joins: () => number }> => {
+      const assigner = coPartitionedAssigner(instanceId);
+      const consumer = testKafka(broker.cluster.bootstrap).consumer({
+        groupId: `g-${currents}`,
+        maxWaitTimeInMs: 50,
+        sessionTimeout: 10_000,
+        heartbeatInterval: 300,
+        partitionAssigners: [store ? store.savingOnRejoin(assigner) : assigner],
+      });
+      let joins = 0;
+      consumer.on(consumer.events.GROUP_JOIN, () => joins++);
+      broker.cleanups.push(() => consumer.disconnect());
+      await consumer.connect();
+      await consumer.subscribe({ topic: currents, fromBeginning: true });
+      await consumer.run({ eachMessage: async () => undefined });
+      return { joins: () => joins };
+    };
+    count(5);
+    const first = await member('inst-a', a.store);
+    await waitFor(first.joins, (n) => n >= 1, 20_000, 'the first member in the group');
+    // joining is the start of a rebalance too
+    await waitFor(restored, (n) => n === 5, 20_000, 'the counts saved as the member joined');
+    count(3);
+    // another instance joins: the first member rejoins, and saves what it counted since
+    await member('inst-b');
+    await waitFor(first.joins, (n) => n >= 2, 30_000, 'the rebalance');
+    expect(await waitFor(restored, (n) => n === 8, 20_000, 'the counts saved as the rebalance started')).toBe(8);
+  }, 90_000);
 
   it('splits a large partition into chunks, keeps one complete generation, and hands partitions over on a rebalance', async () => {
     const topic = `gateway.limits.t${++topicSeq}`;

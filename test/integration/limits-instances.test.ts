@@ -2,6 +2,7 @@ import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import type { CurrentsEvent } from '../../src/currents-ingest/currents-types.js';
 import { ManualClock } from '../../src/clock.js';
+import type { Gateway } from '../../src/gateway.js';
 import { useMockCluster, waitFor } from '../support/harness.js';
 import { CURRENTS_TOKEN, inboundHarness } from '../support/inbound-harness.js';
 
@@ -44,9 +45,19 @@ function maxPerSecond(times: number[]): number {
 describe('per-id limits with several instances', () => {
   it('two instances sharing the group: one user\'s events from several devices never exceed 30 in any second at the strict stand-in', async () => {
     const h = await inboundHarness(broker, { AMPLITUDE_LINGER_MS: '50' });
-    const a = await h.start();
-    const b = await h.start();
+    // as an operator runs two copies: each its own instance id, so the co-partitioned assigner
+    // splits the partitions between them instead of taking both for one instance
+    const a = await h.start({ GATEWAY_INSTANCE_ID: 'limits-instance-a' });
+    const b = await h.start({ GATEWAY_INSTANCE_ID: 'limits-instance-b' });
     await waitFor(() => a.ready && b.ready, (r) => r, 30_000, 'both instances in the group');
+    // each owns partition p of the short park tier exactly when it owns Currents partition p
+    const owned = (gw: Gateway, topic: string): string => gw.consumerLoops.flatMap((l) => l.assigned).filter((t) => t.startsWith(`${topic}:`)).map((t) => Number(t.slice(t.lastIndexOf(':') + 1))).sort((x, y) => x - y).join(',');
+    await waitFor(
+      () => ({ a: owned(a, h.topics.currents), aRetry: owned(a, h.topics.retry), b: owned(b, h.topics.currents), bRetry: owned(b, h.topics.retry) }),
+      (o) => o.a !== '' && o.b !== '' && o.a.split(',').length + o.b.split(',').length === 4 && o.a === o.aRetry && o.b === o.bRetry,
+      30_000,
+      'the partitions split between the instances, the same in both groups',
+    );
     const arrivals: number[] = [];
     const sampler = setInterval(() => {
       for (let i = arrivals.length; i < h.amp.received.length; i++) arrivals.push(Date.now());

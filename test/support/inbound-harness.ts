@@ -11,8 +11,11 @@ export interface InboundHarness {
   amp: AmplitudeStandIn;
   config: GatewayConfig;
   log: ReturnType<typeof memoryLogger>;
-  /** starts a gateway on this configuration (stopped after the test) */
-  start: () => Promise<Gateway>;
+  /**
+   * starts a gateway on this configuration (stopped after the test); `env` overrides some of its
+   * settings, as an operator sets them per copy (GATEWAY_INSTANCE_ID for a second instance)
+   */
+  start: (env?: Record<string, string>) => Promise<Gateway>;
 }
 
 let n = 0;
@@ -37,7 +40,7 @@ export async function inboundHarness(
   await broker.cluster.createTopic(topics.state, 1);
   const amp = await startAmplitudeStandIn({ apiKey: AMPLITUDE_KEY, ...ampOpts });
   broker.cleanups.push(() => amp.close());
-  const config = testConfig({
+  const baseEnv: Record<string, string> = {
     KAFKA_BROKERS: broker.cluster.bootstrap,
     KAFKA_GROUP_ID: `gw-${id}`,
     TOPIC_BRAZE_CURRENTS: topics.currents,
@@ -54,10 +57,13 @@ export async function inboundHarness(
     AMPLITUDE_RETRY_MAX_MS: '500',
     AMPLITUDE_AUTH_RETRY_MS: '300',
     ...(typeof env === 'function' ? env(amp) : env),
-  });
+  };
+  const config = testConfig(baseEnv);
   const log = memoryLogger('info');
-  const start = async () => {
-    const gw = new Gateway({ config, logger: log.logger });
+  const start = async (over: Record<string, string> = {}) => {
+    // the same topics (testConfig picks a fresh attribute-state topic per call otherwise)
+    const own = Object.keys(over).length === 0 ? config : testConfig({ ...baseEnv, TOPIC_ATTRIBUTE_STATE: config.topics.attributeState, ...over });
+    const gw = new Gateway({ config: own, logger: log.logger });
     broker.cleanups.push(() => gw.stop(5_000));
     await gw.start();
     return gw;

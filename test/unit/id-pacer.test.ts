@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import type { LimitSettings } from '../../src/config/config.js';
-import { IdPacer, type PacedIds, type PaceVerdict } from '../../src/braze-to-amplitude/id-pacer.js';
+import { IdPacer, type PacedIds, type PartitionSnapshot, type PaceVerdict, type ParkTier } from '../../src/braze-to-amplitude/id-pacer.js';
+import { IdentityLimiter } from '../../src/limits/identity-limiter.js';
 import { Metrics } from '../../src/observability/metrics.js';
 
 const SETTINGS: LimitSettings = {
@@ -97,6 +98,144 @@ describe('IdPacer: order per key through the tiers', () => {
     const firstPark = verdicts.findIndex((v) => v.kind === 'park');
     expect(firstPark).toBe(25); // 30/s with 200 ms jitter headroom: a burst of 25
     expect(verdicts.slice(firstPark).every((v) => v.kind === 'park' && v.tier === 'short')).toBe(true);
+  });
+});
+
+/**
+ * One key's events through the pacer as the leg and the park tiers move them: each tier is a FIFO
+ * whose head comes back once due (as RetrySink and ParkedTierConsumer release a key's events), held
+ * events are re-checked head first (as the leg's hold does), and `sent` is what reached Amplitude.
+ */
+class OneKey {
+  readonly sent: string[] = [];
+  /** every park, with the time it was decided */
+  readonly parks: Array<{ ev: string; at: number; untilMs: number; tier: ParkTier; reason: string }> = [];
+  private readonly tiers: Record<ParkTier, Array<{ ev: string; due: number }>> = { short: [], long: [] };
+  private readonly held: string[] = [];
+
+  constructor(
+    private readonly p: IdPacer,
+    private readonly clock: ManualClock,
+    private readonly ids: PacedIds,
+  ) {}
+
+  /** a new event from the Currents topic */
+  add(ev: string): PaceVerdict {
+    const v = this.p.decide(this.ids);
+    this.apply(ev, v);
+    return v;
+  }
+
+  /** Amplitude refused these (sent) events naming the id over its daily quota: the leg parks them itself */
+  refuse(evs: string[]): number {
+    const until = this.p.markOverQuota({ devices: [this.ids.deviceId ?? ''] });
+    for (const ev of evs) {
+      this.sent.splice(this.sent.indexOf(ev), 1);
+      this.p.noteParked(this.ids, until, 'daily_quota');
+      this.tiers.long.push({ ev, due: until });
+    }
+    return until;
+  }
+
+  /** the head of a tier comes back (due or not: a tier may lag, never run ahead of its order) */
+  returnHead(tier: ParkTier): PaceVerdict {
+    const head = this.tiers[tier].shift();
+    if (!head) throw new Error(`nothing in the ${tier} tier`);
+    const v = this.p.decideRetried(this.ids, tier);
+    this.apply(head.ev, v);
+    return v;
+  }
+
+  /** runs the clock to `to` in 10 ms steps, releasing what is due */
+  runTo(to: number): void {
+    for (let t = this.clock.now(); t <= to; t += 10) {
+      this.clock.set(t);
+      while (this.held.length > 0) {
+        const v = this.p.recheck(this.ids);
+        if (v.kind === 'hold') break;
+        const ev = this.held.shift() as string;
+        if (v.kind !== 'send') this.p.release(this.ids.key);
+        this.apply(ev, v, true);
+      }
+      for (const tier of ['short', 'long'] as const) {
+        while ((this.tiers[tier][0]?.due ?? Infinity) <= t) this.returnHead(tier);
+      }
+    }
+  }
+
+  private apply(ev: string, v: PaceVerdict, fromHold = false): void {
+    if (v.kind === 'send') this.sent.push(ev);
+    else if (v.kind === 'hold' && !fromHold) this.held.push(ev);
+    else if (v.kind === 'park') {
+      this.parks.push({ ev, at: this.clock.now(), untilMs: v.untilMs, tier: v.tier, reason: v.reason });
+      this.tiers[v.tier].push({ ev, due: v.untilMs });
+    }
+  }
+}
+
+describe('IdPacer: rate parks, then a daily-quota park, of one key', () => {
+  const names = (prefix: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
+
+  it('Amplitude\'s quota answer: new events never wait in the short tier for the quota, and go to the long tier behind the older ones, in order', () => {
+    const { p, clock } = pacer({ maxDelayMs: 0 }, 10_000_000);
+    const k = new OneKey(p, clock, dev('hot'));
+    for (const ev of names('e', 25)) expect(k.add(ev).kind).toBe('send');
+    for (const ev of names('s', 5)) expect(k.add(ev)).toMatchObject({ kind: 'park', tier: 'short', reason: 'rate_limit' });
+    // two of the events sent come back refused: Amplitude says the device is over its daily quota
+    const until = k.refuse(['e24', 'e25']);
+    expect(until - clock.now()).toBe(SETTINGS.quotaBucketMs);
+    const start = clock.now();
+    for (const ev of names('n', 3)) k.add(ev);
+    k.runTo(start + 5_000);
+    // Within seconds every one of them is in the long tier, parked for the daily quota; no short
+    // park was ever due later than the rate allows.
+    expect(k.parks.every((x) => x.tier === 'long' || x.untilMs - x.at <= SETTINGS.maxDelayMs + 1_000)).toBe(true);
+    expect(k.parks.filter((x) => x.tier === 'long').map((x) => x.ev)).toEqual([...names('s', 5), ...names('n', 3)]);
+    expect(k.parks.filter((x) => x.tier === 'long').every((x) => x.reason === 'daily_quota' && x.untilMs === until)).toBe(true);
+    expect(k.sent).toHaveLength(23);
+    // once due they are delivered, the older before the newer
+    k.runTo(until + 1_000);
+    expect(k.sent.slice(23)).toEqual(['e24', 'e25', ...names('s', 5), ...names('n', 3)]);
+  });
+
+  it('its own count: a returning rate park refused for the quota sends the key\'s newer events to the long tier behind the older ones, in order', () => {
+    // a quota of 26: the burst of 25, then one of the rate parks fits and the next is refused
+    const { p, clock } = pacer({ maxDelayMs: 0, dailyQuota: 26, quotaWindowMs: 60_000, quotaBucketMs: 1_000 }, 10_000_000);
+    const k = new OneKey(p, clock, dev('hot'));
+    for (const ev of names('e', 25)) expect(k.add(ev).kind).toBe('send');
+    for (const ev of names('s', 5)) expect(k.add(ev)).toMatchObject({ kind: 'park', tier: 'short' });
+    clock.set(k.parks[0]?.untilMs as number);
+    // the first two come back (the rest of the tier lags): one fits, the other is over the quota
+    expect(k.returnHead('short')).toEqual({ kind: 'send' });
+    const refused = k.returnHead('short');
+    expect(refused).toMatchObject({ kind: 'park', tier: 'long', reason: 'daily_quota' });
+    const until = (refused as { untilMs: number }).untilMs;
+    expect(until - clock.now()).toBeGreaterThan(50_000);
+    // new events meanwhile: not parked in the short tier until the quota allows
+    const start = clock.now();
+    for (const ev of names('n', 3)) {
+      const v = k.add(ev);
+      expect(v.kind).toBe('park');
+      if (v.kind === 'park' && v.tier === 'short') expect(v.untilMs - start).toBeLessThanOrEqual(SETTINGS.maxDelayMs);
+      if (v.kind === 'park' && v.tier === 'long') expect(v.reason).toBe('daily_quota');
+    }
+    k.runTo(start + 5_000);
+    expect(k.parks.filter((x) => x.tier === 'long').map((x) => x.ev)).toEqual(['s2', 's3', 's4', 's5', ...names('n', 3)]);
+    expect(k.parks.filter((x) => x.tier === 'long').every((x) => x.reason === 'daily_quota')).toBe(true);
+    k.runTo(until + 1_000);
+    expect(k.sent.slice(25)).toEqual(['s1', 's2', 's3', 's4', 's5', ...names('n', 3)]);
+  });
+
+  it('with only quota parks outstanding, new events go straight to the long tier for the quota', () => {
+    const { p, clock } = pacer({ dailyQuota: 2, quotaWindowMs: 60_000, quotaBucketMs: 1_000 }, 10_000_000);
+    const k = new OneKey(p, clock, dev('d'));
+    k.add('e1');
+    k.add('e2');
+    const first = k.add('e3');
+    expect(first).toMatchObject({ kind: 'park', tier: 'long', reason: 'daily_quota' });
+    expect(k.add('e4')).toEqual(first);
+    k.runTo((first as { untilMs: number }).untilMs + 1_000);
+    expect(k.sent).toEqual(['e1', 'e2', 'e3', 'e4']);
   });
 });
 
@@ -197,6 +336,145 @@ describe('IdPacer: counts per partition, restored after a restart', () => {
     q.beginRestore([5]);
     q.restorePartition(5, snap);
     expect(q.decide(dev('d', 5))).toMatchObject({ kind: 'park', tier: 'long', untilMs: 2_000 });
+  });
+});
+
+describe('IdPacer: a partition seen through a retry tier before it was assigned here', () => {
+  const short = { dailyQuota: 20, quotaWindowMs: 3_000, quotaBucketMs: 500, eventsPerSecond: 1_000 };
+  const t0 = 10_000;
+
+  /** Sends one event of `id` every 50 ms until the first refusal; returns how many were sent. */
+  function sendUntilRefused(p: IdPacer, clock: ManualClock, from: number, to: number, id = 'device-q', partition = 3): number {
+    let sent = 0;
+    for (let t = from; t < to; t += 50) {
+      clock.set(t);
+      if (p.decide(dev(id, partition)).kind !== 'send') return sent;
+      sent++;
+    }
+    return sent;
+  }
+
+  /** The previous owner, and the compacted topic as a variable its saves write. */
+  function owner(): { a: ReturnType<typeof pacer>; topic: { snap: PartitionSnapshot | undefined }; save: () => void } {
+    const a = pacer(short, t0);
+    const topic: { snap: PartitionSnapshot | undefined } = { snap: undefined };
+    return { a, topic, save: () => (topic.snap = a.p.exportPartition(3)) };
+  }
+
+  it('is restored again when assigned: the previous owner\'s last save, plus what this member counted meanwhile', () => {
+    const { a, topic, save } = owner();
+    expect(sendUntilRefused(a.p, a.clock, t0, t0 + 500)).toBe(10);
+    save();
+    // B reads partition 3 of the short tier first: the event makes it load the snapshot there is
+    const b = pacer(short, t0 + 500);
+    b.p.setRestorer((partition) => b.p.restorePartition(partition, partition === 3 ? topic.snap : undefined));
+    expect(b.p.decideRetried(dev('device-q', 3), 'short')).toEqual({ kind: 'send' });
+    expect(b.p.decideRetried(dev('device-q', 3), 'short')).toEqual({ kind: 'send' });
+    // its counts are not B's to save while A owns the partition
+    expect(b.p.exportPartition(3)).toBeUndefined();
+    // A goes on (it still owns the Currents partition), then loses it and saves a last time
+    expect(sendUntilRefused(a.p, a.clock, t0 + 500, t0 + 700)).toBe(4);
+    save();
+    // B is assigned partition 3: the snapshot is read again and merged with B's own counts
+    expect(b.p.beginRestore([3])).toEqual([3]);
+    b.p.restorePartition(3, topic.snap);
+    // 10 + 4 by A, 2 by B: 4 more of the quota of 20
+    expect(sendUntilRefused(b.p, b.clock, t0 + 700, t0 + 2_000)).toBe(4);
+    expect(b.p.exportPartition(3)).toBeDefined();
+  });
+
+  it('an early restore still in flight when the partition is assigned is read again once it lands', () => {
+    const { a, topic, save } = owner();
+    expect(sendUntilRefused(a.p, a.clock, t0, t0 + 500)).toBe(10);
+    save();
+    const early = topic.snap;
+    const b = pacer(short, t0 + 500);
+    const asked: number[] = [];
+    b.p.setRestorer((partition) => asked.push(partition));
+    expect(b.p.decideRetried(dev('device-q', 3), 'short')).toMatchObject({ kind: 'hold' });
+    b.p.release('device-q');
+    expect(asked).toEqual([3]);
+    // the read is under way when A saves its last counts and B is assigned the partition
+    expect(sendUntilRefused(a.p, a.clock, t0 + 500, t0 + 700)).toBe(4);
+    save();
+    expect(b.p.beginRestore([3])).toEqual([]);
+    b.p.restorePartition(3, early);
+    expect(asked).toEqual([3, 3]);
+    expect(b.p.isRestoring(3)).toBe(true);
+    b.p.restorePartition(3, topic.snap);
+    expect(b.p.isRestoring(3)).toBe(false);
+    expect(sendUntilRefused(b.p, b.clock, t0 + 700, t0 + 2_000)).toBe(6);
+  });
+
+  it('a parked key whose events came back here before the assignment is not parked again by the owner\'s older marks', () => {
+    const { a, topic, save } = owner();
+    // the 21st event is refused and parked, and so is the 22nd, behind it
+    expect(sendUntilRefused(a.p, a.clock, t0, t0 + 2_000, 'k')).toBe(20);
+    const parked = a.p.decide(dev('k', 3));
+    expect(parked).toMatchObject({ kind: 'park', tier: 'long' });
+    save();
+    expect(topic.snap?.marks).toEqual([{ key: 'k', short: 0, long: 2, untilMs: (parked as { untilMs: number }).untilMs }]);
+    // B reads the long tier's partition 3: another key's event loads the snapshot, then k's two come back and are sent
+    const due = (parked as { untilMs: number }).untilMs;
+    const b = pacer(short, due);
+    b.p.setRestorer((partition) => b.p.restorePartition(partition, topic.snap));
+    expect(b.p.decideRetried(dev('other', 3), 'long')).toEqual({ kind: 'send' });
+    expect(b.p.decideRetried(dev('k', 3), 'long')).toEqual({ kind: 'send' });
+    expect(b.p.decideRetried(dev('k', 3), 'long')).toEqual({ kind: 'send' });
+    // A never saw them come back: its last save still counts two parked
+    a.clock.set(due);
+    save();
+    expect(b.p.beginRestore([3])).toEqual([3]);
+    b.p.restorePartition(3, topic.snap);
+    expect(b.p.decide(dev('k', 3))).toEqual({ kind: 'send' });
+  });
+});
+
+describe('IdPacer: events back from a tier while their partition is restored', () => {
+  it('are taken off the restored marks, so the key is not parked for events no longer parked', () => {
+    const settings = { dailyQuota: 3, quotaWindowMs: 3_000, quotaBucketMs: 500, eventsPerSecond: 1_000 };
+    const a = pacer(settings, 10_000);
+    for (let i = 0; i < 3; i++) expect(a.p.decide(dev('k', 3)).kind).toBe('send');
+    const parked = a.p.decide(dev('k', 3));
+    expect(parked).toMatchObject({ kind: 'park', tier: 'long' });
+    expect(a.p.decide(dev('k', 3))).toMatchObject({ kind: 'park', tier: 'long' });
+    const snap = a.p.exportPartition(3);
+    expect(snap?.marks).toMatchObject([{ key: 'k', long: 2 }]);
+    // B is assigned partition 3; one of k's parked events comes back while the snapshot is read
+    const b = pacer(settings, (parked as { untilMs: number }).untilMs);
+    expect(b.p.beginRestore([3])).toEqual([3]);
+    expect(b.p.decideRetried(dev('k', 3), 'long')).toMatchObject({ kind: 'hold' });
+    b.p.restorePartition(3, snap);
+    expect(b.p.recheck(dev('k', 3))).toEqual({ kind: 'send' });
+    expect(b.p.decideRetried(dev('k', 3), 'long')).toEqual({ kind: 'send' });
+    // both are back: a new event of k goes straight out
+    expect(b.p.decide(dev('k', 3))).toEqual({ kind: 'send' });
+  });
+});
+
+describe('IdentityLimiter.subtractDaily', () => {
+  it('leaves what was counted since the snapshot, for live and evicted identities, never below zero', () => {
+    const clock = new ManualClock(1_000_000);
+    const limits = { eventsPerSecond: 1_000, dailyQuota: 100, windowMs: 60_000, bucketMs: 1_000 };
+    const a = new IdentityLimiter(limits, clock);
+    for (let i = 0; i < 5; i++) a.tryTake('live');
+    for (let i = 0; i < 3; i++) a.tryTake('evicted');
+    const base = a.exportDaily();
+    const b = IdentityLimiter.fromSnapshot(limits, clock, base);
+    clock.advance(2_000);
+    b.tryTake('live');
+    b.tryTake('live');
+    b.tryTake('new');
+    b.evictIdle(0);
+    expect(b.tryTake('live')).toBe(0);
+    b.subtractDaily(base);
+    expect(b.dailyUsage('live')).toBeCloseTo(3 / 100, 12);
+    expect(b.dailyUsage('evicted')).toBe(0);
+    expect(b.dailyUsage('new')).toBeCloseTo(1 / 100, 12);
+    // per bucket: a second subtraction finds nothing left in the snapshot's bucket, and stops at zero
+    b.subtractDaily(base);
+    expect(b.dailyUsage('live')).toBeCloseTo(3 / 100, 12);
+    expect(b.dailyUsage('new')).toBeCloseTo(1 / 100, 12);
   });
 });
 
