@@ -77,6 +77,7 @@ export async function buildInbound(ctx: LegContext): Promise<BuiltLeg | undefine
     sessionTimeoutMs: k.sessionTimeoutMs,
     commitIntervalMs: k.commitIntervalMs,
     partitionAssigners,
+    onRestart: () => ctx.metrics.consumerRestarts.inc({ leg: 'inbound' }),
   });
   store?.start(ctx.producer);
   const evictTimer = pacer ? setInterval(() => pacer.evictIdle(), 60_000) : undefined;
