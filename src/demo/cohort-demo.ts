@@ -73,7 +73,12 @@ export async function startCohortDemo(apiKey: string, members = 2_000): Promise<
         if (Date.now() > until) break;
         await new Promise((r) => setTimeout(r, 100));
       }
-      const s = await sync();
+      // Braze has them; the snapshot moves a moment later, once each batch is recorded as applied
+      let s = await sync();
+      while (Number(s.pending_pushes ?? 0) > 0 && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 100));
+        s = await sync();
+      }
       const b = (await status()).budget;
       const skipped = ((pulled.skipped ?? {}) as { unidentified?: Record<string, number> }).unidentified ?? {};
       out('cohort sync (Amplitude cohort -> Braze attribute amplitude_cohorts):');
