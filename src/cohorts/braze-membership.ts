@@ -22,7 +22,8 @@
  */
 import type { Answer, DeliveryOutcome, FailureKind } from '../delivery/outcome.js';
 import { HttpSender } from '../delivery/http-sender.js';
-import { retryAfterFromHeaders } from '../delivery/backoff.js';
+import { DestinationBackoff, retryAfterFromHeaders } from '../delivery/backoff.js';
+import { systemClock, type Clock } from '../clock.js';
 import { scrubSecrets } from '../observability/logger.js';
 import { keyToIdentifier, type BrazeIdentifierObject } from './cohort-identifiers.js';
 
@@ -173,6 +174,8 @@ export interface WriteOptions {
   retryBaseMs: number;
   retryMaxMs: number;
   sleep?: (ms: number) => Promise<void>;
+  /** the clock `sleep` moves (the back-off's waits are measured on it) */
+  clock?: Clock;
   /** each answer, for metrics and logs */
   onAnswer?: (a: Answer, items: number) => void;
 }
@@ -205,7 +208,11 @@ export async function writeAll<T>(items: readonly T[], t: Transport<T>, o: Write
     queue.push(batch);
   }
   let failure: WriteFailure | undefined;
-  let pausedUntil = 0;
+  // The delivery core's back-off policy: requests failing together are one step, Braze's reset or
+  // Retry-After is honoured, and while Braze is failing one request at a time probes it.
+  const clock = o.clock ?? systemClock;
+  const backoff = new DestinationBackoff({ baseMs: o.retryBaseMs, maxMs: o.retryMaxMs, stopRetryMs: o.retryMaxMs }, clock);
+  let probing = false;
   let requests = 0;
   let acceptedCount = 0;
   const accept = (idx: number): void => {
@@ -221,16 +228,27 @@ export async function writeAll<T>(items: readonly T[], t: Transport<T>, o: Write
       if (batch === undefined) return;
       let attempts = 0;
       for (;;) {
-        const wait = pausedUntil - Date.now();
+        const wait = backoff.waitMs();
         if (wait > 0) await sleep(wait);
         if (failure !== undefined) return;
-        const answer = await t.post(t.encode(batch.map((i) => items[i]!)));
+        if (backoff.waitMs() > 0) continue;
+        if (backoff.failing && probing) {
+          await sleep(Math.min(50, o.retryBaseMs));
+          continue;
+        }
+        const probe = backoff.failing;
+        if (probe) probing = true;
+        const ticket = backoff.begin();
+        const answer = await t.post(t.encode(batch.map((i) => items[i]!))).finally(() => {
+          if (probe) probing = false;
+        });
         requests++;
         o.onAnswer?.(answer, batch.length);
         const out = answer.outcome;
+        if (out.kind !== 'backoff' && out.kind !== 'hold' && out.kind !== 'stop') backoff.onSuccess();
         if (out.kind === 'delivered') {
           for (const i of batch) accept(i);
-          if (out.holdForMs) pausedUntil = Math.max(pausedUntil, Date.now() + out.holdForMs);
+          if (out.holdForMs) backoff.holdUntil(clock.now() + out.holdForMs);
           break;
         }
         if (out.kind === 'rejected') {
@@ -244,7 +262,7 @@ export async function writeAll<T>(items: readonly T[], t: Transport<T>, o: Write
           const rest = batch.filter((i) => !refused.has(i));
           if (out.othersDelivered) for (const i of rest) accept(i);
           else if (rest.length > 0) queue.push(rest);
-          if (out.holdForMs) pausedUntil = Math.max(pausedUntil, Date.now() + out.holdForMs);
+          if (out.holdForMs) backoff.holdUntil(clock.now() + out.holdForMs);
           break;
         }
         if (out.kind === 'split') {
@@ -268,9 +286,7 @@ export async function writeAll<T>(items: readonly T[], t: Transport<T>, o: Write
           return;
         }
         const asked = out.kind === 'backoff' ? out.retryAfterMs : out.holdMs;
-        const exp = Math.min(o.retryMaxMs, o.retryBaseMs * 2 ** (attempts - 1));
-        const delay = asked !== undefined ? Math.min(asked, o.retryMaxMs * 4) : exp / 2 + Math.random() * (exp / 2);
-        pausedUntil = Math.max(pausedUntil, Date.now() + delay);
+        backoff.onFailure(ticket, asked !== undefined ? { retryAfterMs: Math.min(asked, o.retryMaxMs * 4) } : {});
       }
     }
   };

@@ -228,6 +228,37 @@ describe('membership writes and outcomes', () => {
     await expect(writeAll(items.slice(0, 5), always, opts)).rejects.toThrow(/gave up after 2 retries/);
   });
 
+  it('on the delivery core\'s back-off policy: once Braze fails, one request at a time probes it until it answers again', async () => {
+    let n = 0;
+    let failedAt = 0; // requests answered with a failure so far
+    let recovered = false;
+    let probesInFlight = 0; // requests started after the first failure and before the recovery
+    let maxProbes = 0;
+    const t: Transport<string> = {
+      name: 'fake',
+      maxPerRequest: 10,
+      encode: (keys) => JSON.stringify(keys),
+      post: async () => {
+        const me = ++n;
+        const probe = failedAt > 0 && !recovered;
+        if (probe) maxProbes = Math.max(maxProbes, ++probesInFlight);
+        await new Promise((r) => setTimeout(r, 2));
+        if (probe) probesInFlight--;
+        // the first wave (requests 1-4) fails, and so do the next three: Braze is back from the 8th
+        if (me <= 7) {
+          failedAt++;
+          return answer({ kind: 'backoff', failure: 'unavailable', error: '503' }, 503);
+        }
+        recovered = true;
+        return answer({ kind: 'delivered' });
+      },
+    };
+    const r = await writeAll(items.slice(0, 80), t, { concurrency: 4, maxRetries: 10, retryBaseMs: 2, retryMaxMs: 8, sleep: (ms) => new Promise((res) => setTimeout(res, ms)) });
+    expect(r.acceptedCount).toBe(80);
+    expect(n).toBe(7 + 8);
+    expect(maxProbes).toBe(1);
+  });
+
   it('stops the run at once on a refused key', async () => {
     const t = fake(() => answer({ kind: 'stop', failure: 'auth', error: 'Braze refused the API key (401)' }, 401));
     const err = await writeAll(items, t, opts).catch((e: unknown) => e);
