@@ -6,6 +6,8 @@
  */
 import type { Answer } from '../delivery/outcome.js';
 import { buildObjectsBody, type BrazeArrayName } from '../amplitude-to-braze/braze-dead-letter.js';
+import { DestinationBackoff } from '../delivery/backoff.js';
+import { systemClock, type Clock } from '../clock.js';
 
 export interface ReplayObject<R> {
   array: BrazeArrayName;
@@ -35,6 +37,8 @@ export interface ObjectReplayerDeps {
   maxAttempts?: number;
   retryBaseMs?: number;
   retryMaxMs?: number;
+  /** the clock `sleep` moves */
+  clock?: Clock;
 }
 
 export class ObjectReplayFailed extends Error {
@@ -50,8 +54,13 @@ export class BrazeObjectReplayer<R> {
   private pending: Array<ReplayObject<R>> = [];
   private readonly sleep: (ms: number) => Promise<void>;
 
+  // the delivery core's policy: exponential with equal jitter, Braze's reset or Retry-After honoured
+  private readonly backoff: DestinationBackoff;
+
   constructor(private readonly d: ObjectReplayerDeps) {
     this.sleep = d.sleep ?? defaultSleep;
+    const maxMs = d.retryMaxMs ?? 8_000;
+    this.backoff = new DestinationBackoff({ baseMs: d.retryBaseMs ?? 500, maxMs, stopRetryMs: maxMs }, d.clock ?? systemClock);
   }
 
   get size(): number {
@@ -104,13 +113,13 @@ export class BrazeObjectReplayer<R> {
 
   private async sendBatch(batch: Array<ReplayObject<R>>, result: ObjectReplayResult<R>): Promise<void> {
     const maxAttempts = this.d.maxAttempts ?? 8;
-    let delay = this.d.retryBaseMs ?? 500;
-    const maxDelay = this.d.retryMaxMs ?? 8_000;
     let objects = batch;
     for (let attempt = 1; objects.length > 0; attempt++) {
       const { body, owners } = buildObjectsBody(objects);
+      const ticket = this.backoff.begin();
       const answer = await this.d.send(body);
       const o = answer.outcome;
+      if (o.kind !== 'backoff' && o.kind !== 'hold') this.backoff.onSuccess();
       switch (o.kind) {
         case 'delivered':
           result.sent += objects.length;
@@ -143,8 +152,8 @@ export class BrazeObjectReplayer<R> {
         case 'backoff':
         case 'hold': {
           if (attempt >= maxAttempts) throw new ObjectReplayFailed(`Braze still unavailable after ${attempt} attempts: ${o.error}`);
-          const wait = o.kind === 'backoff' && o.retryAfterMs !== undefined ? o.retryAfterMs : delay;
-          delay = Math.min(maxDelay, delay * 2);
+          const asked = o.kind === 'backoff' ? o.retryAfterMs : o.holdMs;
+          const wait = this.backoff.onFailure(ticket, asked !== undefined ? { retryAfterMs: asked } : {});
           await this.sleep(Math.min(wait, 60_000));
           continue;
         }
