@@ -7,6 +7,7 @@ import { RetrySink } from './retry-sink.js';
 import { LimiterStore } from './limiter-store.js';
 import { ParkedTierConsumer } from './park-tiers.js';
 import { coPartitionedAssigner } from './co-partitioned-assigner.js';
+import { callingOnJoin } from '../kafka/join-hook.js';
 
 /** Currents on Kafka → Amplitude (with per-id pacing and the two park tiers), when AMPLITUDE_API_KEY is set. */
 export async function buildInbound(ctx: LegContext): Promise<BuiltLeg | undefined> {
@@ -56,7 +57,7 @@ export async function buildInbound(ctx: LegContext): Promise<BuiltLeg | undefine
   // group, so a parked event comes back to the process that counts its key's limits. A rebalance
   // of any of the three groups saves the counts of the partitions this member owns as it starts.
   const assigner = coPartitionedAssigner(config.health.instanceId);
-  const partitionAssigners = [store ? store.savingOnRejoin(assigner) : assigner];
+  const partitionAssigners = [store ? callingOnJoin(assigner, () => void store.onRebalancing()) : assigner];
   const onReassigned = (assigned: string[]): void => {
     if (!store) return;
     const mine = assigned.filter((a) => a.startsWith(`${topics.brazeCurrents}:`)).map((a) => Number(a.slice(a.lastIndexOf(':') + 1)));

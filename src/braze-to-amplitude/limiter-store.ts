@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import type { IHeaders, Kafka, PartitionAssigner, Producer } from 'kafkajs';
+import type { IHeaders, Kafka, Producer } from 'kafkajs';
 import type { Clock } from '../clock.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
@@ -98,7 +98,7 @@ function parseHead(v: Buffer): Head | undefined {
  *
  * Wiring (the gateway, for the inbound consumer of the Currents topic): `onAssigned(partitions)`
  * when the member joins with its assignment (restores the new ones, saves and drops the lost ones);
- * the inbound consumers' partition assigner wrapped by `savingOnRejoin`, so the owned partitions
+ * `onRebalancing()` from the inbound consumers' join hook (kafka/join-hook.ts), so the owned partitions
  * are saved when a rebalance starts (the next owner reads fresh counts, not the last periodic
  * save's); `start()` once the producer is connected (periodic saves), `stop()` after the consumers
  * stopped (a last save).
@@ -208,27 +208,6 @@ export class LimiterStore {
     const run = this.saving.then(() => this.write(partition, false));
     this.saving = run.catch(() => undefined);
     return run;
-  }
-
-  /**
-   * `assigner` (a kafkajs partition assigner), calling onRebalancing() whenever the member (re)joins
-   * its group. kafkajs asks a member's assigners for their protocol as it sends JoinGroup: the first
-   * step of every rebalance, on every member, whatever made the member rejoin (the consumer's
-   * REBALANCING event is emitted only when a fetch finds the group rebalancing).
-   */
-  savingOnRejoin(assigner: PartitionAssigner): PartitionAssigner {
-    return (config) => {
-      const inner = assigner(config);
-      return {
-        name: inner.name,
-        version: inner.version,
-        assign: (group) => inner.assign(group),
-        protocol: (subscription) => {
-          this.onRebalancing();
-          return inner.protocol(subscription);
-        },
-      };
-    };
   }
 
   /**

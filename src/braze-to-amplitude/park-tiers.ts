@@ -1,7 +1,8 @@
 import type { Consumer, EachBatchPayload, Kafka, PartitionAssigner } from 'kafkajs';
 import type { Clock } from '../clock.js';
 import { describeError } from '../errors.js';
-import { awaitSinkCapacity, CONSUMER_RESTART_DELAY_MS, type ConsumedMessage, type MessageSink } from '../kafka/consumer-loop.js';
+import { awaitSinkCapacity, type ConsumedMessage, type MessageSink } from '../kafka/consumer-loop.js';
+import { CrashRestart } from '../kafka/crash-restart.js';
 import { OffsetTracker } from '../kafka/offset-tracker.js';
 import type { Logger } from '../observability/logger.js';
 import type { ParkTier } from './id-pacer.js';
@@ -81,10 +82,25 @@ export class ParkedTierConsumer {
   private stopping = false;
   private committing: Promise<void> = Promise.resolve();
 
-  private crashed = false;
-  private restartTimer: NodeJS.Timeout | undefined;
+  // As ConsumerLoop: a new member when kafkajs gives up, or the quota parks would never come back
+  // while the process looked healthy. The held events stay: the new member is handed the same
+  // partitions again (or GROUP_JOIN drops what went elsewhere), re-reads from the last commit, and
+  // the offset tracker refuses what is already held or in the leg, so nothing is handed over twice.
+  private readonly crashes: CrashRestart;
 
   constructor(private readonly o: ParkedTierConsumerOptions) {
+    this.crashes = new CrashRestart({
+      name: 'long park tier consumer',
+      fields: { topic: o.topic },
+      logger: o.logger,
+      stopping: () => this.stopping,
+      replace: async () => {
+        await this.consumer.disconnect().catch(() => undefined);
+        this.consumer = this.createConsumer();
+        await this.run();
+      },
+      ...(o.onRestart ? { onReplaced: o.onRestart } : {}),
+    });
     this.consumer = this.createConsumer();
   }
 
@@ -103,7 +119,7 @@ export class ParkedTierConsumer {
     const ev = consumer.events;
     consumer.on(ev.GROUP_JOIN, ({ payload }) => {
       this.joined = true;
-      this.crashed = false;
+      this.crashes.onJoined();
       const mine = new Set(payload.memberAssignment[o.topic] ?? []);
       for (const p of [...this.holds.keys()]) {
         if (mine.has(p)) continue;
@@ -116,13 +132,7 @@ export class ParkedTierConsumer {
     });
     consumer.on(ev.CRASH, ({ payload }) => {
       this.joined = false;
-      o.logger.error({ topic: o.topic, err: payload.error.message, restart: payload.restart }, 'long park tier consumer crashed');
-      // As ConsumerLoop does: after a crash kafkajs does not recover from, a new member, or the
-      // quota parks would never come back while the process looked healthy.
-      if (!payload.restart && !this.stopping) {
-        this.crashed = true;
-        this.restartTimer ??= setTimeout(() => void this.restart(), CONSUMER_RESTART_DELAY_MS);
-      }
+      this.crashes.onCrash(payload);
     });
     consumer.on(ev.DISCONNECT, () => {
       this.joined = false;
@@ -147,28 +157,8 @@ export class ParkedTierConsumer {
     });
   }
 
-  /**
-   * The held events stay: the new member is handed the same partitions again (or GROUP_JOIN drops
-   * what went elsewhere), re-reads from the last commit, and the offset tracker refuses what is
-   * already held or in the leg, so nothing is handed over twice.
-   */
-  private async restart(): Promise<void> {
-    this.restartTimer = undefined;
-    if (this.stopping) return;
-    await this.consumer.disconnect().catch(() => undefined);
-    this.consumer = this.createConsumer();
-    try {
-      await this.run();
-      this.o.onRestart?.();
-      this.o.logger.warn({ topic: this.o.topic }, 'long park tier consumer restarted after a crash kafkajs does not recover from');
-    } catch (err) {
-      this.o.logger.error({ topic: this.o.topic, err: describeError(err) }, 'long park tier consumer restart failed; trying again');
-      this.restartTimer = setTimeout(() => void this.restart(), CONSUMER_RESTART_DELAY_MS);
-    }
-  }
-
   get ready(): boolean {
-    return this.joined && !this.crashed && !this.stopping;
+    return this.joined && !this.crashes.crashed && !this.stopping;
   }
 
   /** not-yet-due events held in memory, over all partitions */
@@ -293,7 +283,7 @@ export class ParkedTierConsumer {
   async stop(drainTimeoutMs: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.crashes.cancel();
     this.consumer.pause([{ topic: this.o.topic }]);
     for (const p of [...this.holds.keys()]) this.dropHold(p);
     await this.o.sink.drain(drainTimeoutMs);

@@ -1,4 +1,6 @@
-import type { Consumer, EachBatchPayload, IHeaders, Kafka, PartitionAssigner } from 'kafkajs';
+import { PartitionAssigners, type Consumer, type EachBatchPayload, type IHeaders, type Kafka, type PartitionAssigner } from 'kafkajs';
+import { callingOnJoin } from './join-hook.js';
+import { CrashRestart } from './crash-restart.js';
 import type { Logger } from '../observability/logger.js';
 import type { Leg, Metrics } from '../observability/metrics.js';
 import { OffsetTracker, type PartitionState } from './offset-tracker.js';
@@ -79,16 +81,21 @@ export interface ConsumerLoopOptions {
   /** the member's partitions, at the first join (`first`) and whenever a rebalance moves some in or out */
   onReassigned?: (assigned: string[], first: boolean) => void;
   /**
-   * Called when this member learns a rebalance has begun, before it rejoins: the moment to save
-   * state of partitions that may go to another member (kafkajs has no revocation callback).
+   * Called as this member (re)joins its group, the first step of every rebalance: the moment to
+   * save state of partitions that may go to another member (join-hook.ts).
    */
   onRebalancing?: () => void;
   /** kafkajs partition assigners (default: kafkajs's round robin) */
   partitionAssigners?: PartitionAssigner[];
 }
 
-/** how long after a crash kafkajs does not recover from a new consumer is started */
-export const CONSUMER_RESTART_DELAY_MS = 1_000;
+/** The member's assigners (kafkajs's round robin unless given), each calling onRebalancing as the member joins. */
+function assignersOf(o: Pick<ConsumerLoopOptions, 'partitionAssigners' | 'onRebalancing'>): { partitionAssigners?: PartitionAssigner[] } {
+  const onJoin = o.onRebalancing;
+  if (!onJoin) return o.partitionAssigners ? { partitionAssigners: o.partitionAssigners } : {};
+  return { partitionAssigners: (o.partitionAssigners ?? [PartitionAssigners.roundRobin]).map((a) => callingOnJoin(a, onJoin)) };
+}
+
 
 /**
  * Between chunks of a fetched batch: lets network I/O (the destination's answers) run, so consuming
@@ -118,14 +125,26 @@ export class ConsumerLoop {
   private consumer: Consumer;
   private readonly tracker = new OffsetTracker();
   private commitTimer: NodeJS.Timeout | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
   private joined = false;
-  private crashed = false;
+  private readonly crashes: CrashRestart;
   private stopping = false;
   private paused = false;
   private committing: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: ConsumerLoopOptions) {
+    this.crashes = new CrashRestart({
+      name: 'consumer',
+      fields: { leg: o.leg },
+      logger: o.logger,
+      stopping: () => this.stopping,
+      replace: async () => {
+        await this.consumer.disconnect().catch(() => undefined);
+        this.consumer = this.createConsumer();
+        await this.run();
+        if (this.paused) this.pause();
+      },
+      onReplaced: () => o.metrics.consumerRestarts.inc({ leg: o.leg }),
+    });
     this.consumer = this.createConsumer();
   }
 
@@ -138,12 +157,12 @@ export class ConsumerLoop {
       heartbeatInterval: Math.min(3_000, Math.floor(o.sessionTimeoutMs / 5)),
       allowAutoTopicCreation: true,
       maxBytesPerPartition: 4 * 1024 * 1024,
-      ...(o.partitionAssigners ? { partitionAssigners: o.partitionAssigners } : {}),
+      ...assignersOf(o),
     });
     const ev = consumer.events;
     consumer.on(ev.GROUP_JOIN, ({ payload }) => {
       this.joined = true;
-      this.crashed = false;
+      this.crashes.onJoined();
       const assigned = new Set<string>();
       for (const [topic, parts] of Object.entries(payload.memberAssignment)) for (const p of parts) assigned.add(`${topic}:${p}`);
       this.o.logger.info({ leg: o.leg, assignment: payload.memberAssignment }, 'joined consumer group');
@@ -151,44 +170,13 @@ export class ConsumerLoop {
     });
     consumer.on(ev.CRASH, ({ payload }) => {
       this.joined = false;
-      this.o.logger.error({ leg: o.leg, err: payload.error.message, restart: payload.restart }, 'consumer crashed');
-      // kafkajs restarts after most errors itself; after the others (a fatal group error during a
-      // rebalance, say) the member would sit outside its group for good while the process looks
-      // healthy. Start a new member instead; /readyz says not ready until it has joined.
-      if (!payload.restart && !this.stopping) {
-        this.crashed = true;
-        this.scheduleRestart();
-      }
+      // a new member when kafkajs gives up; /readyz says not ready until it has joined
+      this.crashes.onCrash(payload);
     });
     consumer.on(ev.DISCONNECT, () => {
       this.joined = false;
     });
-    if (o.onRebalancing) consumer.on(ev.REBALANCING, () => o.onRebalancing?.());
     return consumer;
-  }
-
-  private scheduleRestart(): void {
-    if (this.restartTimer || this.stopping) return;
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = undefined;
-      void this.restart();
-    }, CONSUMER_RESTART_DELAY_MS);
-  }
-
-  private async restart(): Promise<void> {
-    if (this.stopping) return;
-    const old = this.consumer;
-    await old.disconnect().catch(() => undefined);
-    this.consumer = this.createConsumer();
-    try {
-      await this.run();
-      if (this.paused) this.pause();
-      this.o.metrics.consumerRestarts.inc({ leg: this.o.leg });
-      this.o.logger.warn({ leg: this.o.leg }, 'consumer restarted after a crash kafkajs does not recover from');
-    } catch (err) {
-      this.o.logger.error({ leg: this.o.leg, err: (err as Error).message }, 'consumer restart failed; trying again');
-      this.scheduleRestart();
-    }
   }
 
   private ownedPartitions = new Set<string>();
@@ -304,7 +292,7 @@ export class ConsumerLoop {
 
   /** Kafka connected and this member in its group. */
   get ready(): boolean {
-    return this.joined && !this.crashed && !this.stopping;
+    return this.joined && !this.crashes.crashed && !this.stopping;
   }
 
   pause(): void {
@@ -321,7 +309,7 @@ export class ConsumerLoop {
   async stop(drainTimeoutMs: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.crashes.cancel();
     this.pause();
     const drained = await this.o.sink.drain(drainTimeoutMs);
     if (!drained) this.o.logger.warn({ leg: this.o.leg, pending: this.tracker.pending }, 'drain timed out; unfinished events will be read again after restart');

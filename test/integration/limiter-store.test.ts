@@ -3,6 +3,7 @@ import { ManualClock } from '../../src/clock.js';
 import type { LimitSettings } from '../../src/config/config.js';
 import { IdPacer, type PacedIds } from '../../src/braze-to-amplitude/id-pacer.js';
 import { LimiterStore } from '../../src/braze-to-amplitude/limiter-store.js';
+import { callingOnJoin } from '../../src/kafka/join-hook.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { testKafka, useMockCluster, waitFor } from '../support/harness.js';
@@ -155,7 +156,7 @@ describe('limiter store (gateway.limits)', () => {
         maxWaitTimeInMs: 50,
         sessionTimeout: 10_000,
         heartbeatInterval: 300,
-        partitionAssigners: [store ? store.savingOnRejoin(assigner) : assigner],
+        partitionAssigners: [store ? callingOnJoin(assigner, () => void store.onRebalancing()) : assigner],
       });
       let joins = 0;
       consumer.on(consumer.events.GROUP_JOIN, () => joins++);
