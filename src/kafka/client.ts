@@ -4,12 +4,21 @@ import type { KafkaSettings } from '../config/config.js';
 import type { Logger } from '../observability/logger.js';
 
 /** kafkajs logs through pino, so its lines carry the same redaction and format as ours. */
+/**
+ * kafkajs logs every request a broker refuses at error level, a rebalance's "the group is
+ * rebalancing" answers to heartbeats and fetches included: a routine scale-out or restart would
+ * print a dozen error lines per member. Those are info here; a member that really fails says so
+ * in our own lines (`consumer crashed`).
+ */
+const ROUTINE_REFUSALS = /The group is rebalancing, so a rejoin is needed/;
+
 function kafkaLogCreator(logger: Logger) {
   return () =>
     ({ level, log }: LogEntry) => {
       const { message, ...rest } = log;
       const fields = { kafka: rest };
-      if (level <= KafkaLogLevel.ERROR) logger.error(fields, message);
+      if (level <= KafkaLogLevel.WARN && (ROUTINE_REFUSALS.test(message) || (typeof rest.error === 'string' && ROUTINE_REFUSALS.test(rest.error)))) logger.info(fields, message);
+      else if (level <= KafkaLogLevel.ERROR) logger.error(fields, message);
       else if (level === KafkaLogLevel.WARN) logger.warn(fields, message);
       else logger.debug(fields, message);
     };
