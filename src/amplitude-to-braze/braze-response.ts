@@ -78,6 +78,12 @@ export function classifyBrazeResponse(status: number, headers: Headers, bodyText
   const { named, other } = readErrors(body);
 
   if (status >= 200 && status < 300) {
+    // Braze answers every accepted request with its JSON (`{"message": "success", ...}`, §8). A 2xx
+    // without it (a proxy's or a portal's page, an endpoint that is not Braze's) says nothing about
+    // whether Braze has the data: counted as delivered it would be lost without a trace.
+    if (typeof body?.message !== 'string') {
+      return { kind: 'stop', failure: 'configuration', error: `Braze answered ${status} without its JSON answer (${JSON.stringify(bodyText.slice(0, 120))}): the request may not have reached Braze; check BRAZE_REST_ENDPOINT` };
+    }
     // Braze sends X-RateLimit-* on every response: when the window is spent, hold before the 429.
     const remaining = header(headers, 'x-ratelimit-remaining');
     const hold = remaining !== undefined && Number(remaining) <= 0 ? retryAfterFromHeaders({ 'x-ratelimit-reset': header(headers, 'x-ratelimit-reset') }, nowMs) : undefined;

@@ -98,6 +98,11 @@ export function classifyAmplitudeResponse(
   const extra = { status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
 
   if (status >= 200 && status < 300) {
+    // Amplitude's answers always carry `code` (amplitude-http-api.md §6). A 2xx without it (a
+    // proxy's page, an endpoint that is not Amplitude's) does not say the events arrived.
+    if (typeof b['code'] !== 'number') {
+      return { kind: 'fatal', failure: failure('fatal', 'unexpected_status', `Amplitude answered ${status} without its JSON answer: the request may not have reached Amplitude; check AMPLITUDE_HTTP_API_URL`, extra) };
+    }
     const out: AmplitudeOutcome = { kind: 'ok' };
     if (typeof b['events_ingested'] === 'number') out.eventsIngested = b['events_ingested'];
     if (typeof b['server_upload_time'] === 'number') out.serverUploadTime = b['server_upload_time'];

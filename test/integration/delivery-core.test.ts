@@ -176,6 +176,20 @@ describe('outbound (Braze) answers as an operator meets them', () => {
     expect(delivered + dl.length).toBe(20);
   });
 
+  it('a 2xx that is not Braze\'s answer (a proxy\'s page) is no delivery: failing at once, nothing counted or lost, resumes by itself', async () => {
+    const { topics, braze, start } = await outbound({ BRAZE_AUTH_RETRY_MS: '500' });
+    braze.injectFaults({ status: 200, count: 1_000_000, body: '<html><body>Sign in to continue</body></html>' });
+    await produceEvents(topics.events, 0, 100, 10);
+    const gw = await start();
+    const failing = await waitFor(() => gw.health.snapshots().find((s) => s.name === 'braze')!, (s) => s.state === 'failing', 10_000, 'failing');
+    expect(failing.lastError).toMatch(/without its JSON answer.*BRAZE_REST_ENDPOINT/);
+    expect(await gw.metrics.value('gateway_events_delivered_total')).toBe(0);
+    braze.clearFaults();
+    await braze.waitForEvents(100, 20_000);
+    expect(new Set(seqs(braze)).size).toBe(100);
+    expect(await gw.metrics.value('gateway_events_dead_lettered_total')).toBe(0);
+  });
+
   it('counts the drop window from the Kafka record timestamp, so a restart keeps the oldest-pending age', async () => {
     const { topics, braze, start } = await outbound();
     braze.setApiKey('rotated');

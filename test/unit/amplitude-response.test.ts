@@ -28,11 +28,20 @@ const rows: Row[] = [
     expected: { kind: 'ok', eventsIngested: 1, serverUploadTime: 1 },
   },
   {
+    // Amplitude always answers with `code` (§6): a 2xx without it is not Amplitude's answer (a
+    // proxy, a wrong endpoint) and does not say the events arrived
     name: '200 with no body',
     status: 200,
     body: undefined,
     batch: 1,
-    expected: { kind: 'ok' },
+    expected: { kind: 'fatal', failure: { class: 'fatal', reason: 'unexpected_status', status: 200 } },
+  },
+  {
+    name: '200 with a proxy\'s HTML page',
+    status: 200,
+    body: '<html><body>Welcome</body></html>',
+    batch: 1,
+    expected: { kind: 'fatal', failure: { class: 'fatal', reason: 'unexpected_status', status: 200 } },
   },
   {
     name: '400 field validation: invalid and missing fields (§10)',

@@ -61,6 +61,16 @@ describe('classifyBrazeResponse', () => {
     ]);
   });
 
+  it.each([
+    ['a proxy\'s HTML page', '<html><body>Welcome</body></html>'],
+    ['an empty body', ''],
+    ['JSON that is not Braze\'s', '{"ok":true}'],
+  ])('a 2xx without Braze\'s JSON answer (%s) is not a delivery: the leg stops and says why', (_name, text) => {
+    const o = classifyBrazeResponse(200, {}, text, counts(1, 1, 0), NOW);
+    expect(o).toMatchObject({ kind: 'stop', failure: 'configuration' });
+    expect(o.kind === 'stop' && o.error).toMatch(/without its JSON answer.*check BRAZE_REST_ENDPOINT/);
+  });
+
   it('a 400 naming objects refuses those and sends the rest again', () => {
     const body = { message: 'bad', errors: [{ type: 'invalid', input_array: 'attributes', index: 0 }] };
     expect(classifyBrazeResponse(400, {}, JSON.stringify(body), counts(1, 1, 0), NOW)).toMatchObject({ kind: 'rejected', othersDelivered: false, rejects: [{ index: 0 }] });
